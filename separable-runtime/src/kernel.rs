@@ -1,0 +1,198 @@
+//! The inlined building blocks of generated layers.
+//!
+//! `separable_conv!` emits the loop structure of a layer with every size as a literal; the
+//! arithmetic on one pixel's channels is one of these functions, monomorphised for the layer's
+//! channel counts. Channels are fixed-size arrays, so each call compiles to straight-line or
+//! vectorised code with no bounds checks.
+
+// Each helper is one step of a generated loop body; it must fold into that body so the
+// compiler sees the whole unrolled window at once.
+#![allow(clippy::inline_always)]
+
+use separable_shape::Activation;
+
+use crate::Element;
+
+/// One depthwise tap with multiplier 1: `acc[c] += x[c] * w[c]`.
+#[inline(always)]
+pub fn depthwise_tap<T: Element, const C: usize>(acc: &mut [T; C], x: &[T; C], w: &[T; C]) {
+    for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(w) {
+        *a = *a + xv * wv;
+    }
+}
+
+/// One depthwise tap with depth multiplier `M`: `acc[c * M + m] += x[c] * w[c * M + m]`.
+#[inline(always)]
+pub fn depthwise_tap_multiplier<T: Element, const C: usize, const M: usize, const CM: usize>(
+    acc: &mut [T; CM],
+    x: &[T; C],
+    w: &[T; CM],
+) {
+    const { assert!(C * M == CM, "CM must equal C * M") };
+    for ((acc, w), &xv) in acc.chunks_exact_mut(M).zip(w.chunks_exact(M)).zip(x) {
+        for (a, &wv) in acc.iter_mut().zip(w) {
+            *a = *a + xv * wv;
+        }
+    }
+}
+
+/// One pixel of the pointwise stage: `acc[n] += sum over k of y[k] * w[k][n]`.
+#[inline(always)]
+pub fn pointwise_pixel<T: Element, const CM: usize, const N: usize>(
+    acc: &mut [T; N],
+    y: &[T; CM],
+    w: &[[T; N]; CM],
+) {
+    for (&yv, row) in y.iter().zip(w) {
+        for (a, &wv) in acc.iter_mut().zip(row) {
+            *a = *a + yv * wv;
+        }
+    }
+}
+
+/// Applies `activation` to every channel in place. NaN stays NaN (unlike `f32::max`).
+#[inline(always)]
+pub fn activate<T: Element, const C: usize>(activation: Activation, acc: &mut [T; C]) {
+    match activation {
+        Activation::None => {}
+        Activation::Relu => {
+            for a in acc {
+                if *a < T::ZERO {
+                    *a = T::ZERO;
+                }
+            }
+        }
+        Activation::Relu6 => {
+            for a in acc {
+                if *a < T::ZERO {
+                    *a = T::ZERO;
+                } else if *a > T::SIX {
+                    *a = T::SIX;
+                }
+            }
+        }
+    }
+}
+
+/// The kernel taps `lo..hi` of output position `out` that land inside an input of `input`
+/// positions, for a window placed at `out * stride - pad_before` with taps `dilation` apart.
+///
+/// The border loops of generated layers use it; the interior needs no such test.
+#[inline]
+#[must_use]
+pub const fn tap_range(
+    out: usize,
+    stride: usize,
+    dilation: usize,
+    pad_before: usize,
+    input: usize,
+    kernel: usize,
+) -> (usize, usize) {
+    // Tap k reads input position start + k * dilation - pad_before.
+    let start = out * stride;
+    let lo = if start >= pad_before {
+        0
+    } else {
+        (pad_before - start).div_ceil(dilation)
+    };
+    // Largest k with start + k * dilation < input + pad_before.
+    let limit = input + pad_before;
+    let hi = if start >= limit {
+        0
+    } else {
+        let h = (limit - start - 1) / dilation + 1;
+        if h < kernel { h } else { kernel }
+    };
+    if lo < hi { (lo, hi) } else { (0, 0) }
+}
+
+/// A heap allocation of `A` with every bit zero, built without passing through the stack, so
+/// that a MobileNet-size tensor or weight array (megabytes) works in a small thread stack.
+#[cfg(feature = "alloc")]
+#[must_use]
+pub fn zeroed_box<A: Zeroable>() -> alloc::boxed::Box<A> {
+    let boxed = alloc::boxed::Box::<A>::new_zeroed();
+    // SAFETY: `Zeroable` is sealed and implemented only for `f32`, `f64` and arrays of
+    // `Zeroable`; for all of them the all-zero bit pattern is a valid value (`0.0`).
+    unsafe { boxed.assume_init() }
+}
+
+/// Types whose all-zero bit pattern is a valid value: `f32`, `f64` and nested arrays of them.
+pub trait Zeroable: zeroable::Sealed {}
+impl<T: Element> Zeroable for T {}
+impl<A: Zeroable, const N: usize> Zeroable for [A; N] {}
+
+mod zeroable {
+    use crate::Element;
+    pub trait Sealed {}
+    impl<T: Element> Sealed for T {}
+    impl<A: Sealed, const N: usize> Sealed for [A; N] {}
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_wrap)] // test sizes are tiny
+mod tests {
+    use super::*;
+
+    /// The taps `tap_range` reports are exactly those that land inside the input.
+    #[test]
+    fn tap_range_matches_a_direct_scan() {
+        for input in 1..9 {
+            for kernel in 1..6 {
+                for stride in 1..4 {
+                    for dilation in 1..4 {
+                        for pad in 0..6 {
+                            for out in 0..12 {
+                                let inside = |k: usize| {
+                                    let p = (out * stride + k * dilation) as isize - pad as isize;
+                                    (0..input as isize).contains(&p)
+                                };
+                                let (lo, hi) = tap_range(out, stride, dilation, pad, input, kernel);
+                                for k in 0..kernel {
+                                    assert_eq!(
+                                        (lo..hi).contains(&k),
+                                        inside(k),
+                                        "input {input} kernel {kernel} stride {stride} dilation {dilation} pad {pad} out {out} k {k}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn multiplier_tap_spreads_each_input_channel() {
+        let mut acc = [0.0f32; 6];
+        depthwise_tap_multiplier::<f32, 3, 2, 6>(
+            &mut acc,
+            &[1.0, 2.0, 3.0],
+            &[1.0, 10.0, 100.0, 1000.0, 0.5, 0.25],
+        );
+        assert_eq!(acc, [1.0, 10.0, 200.0, 2000.0, 1.5, 0.75]);
+    }
+
+    #[test]
+    fn activations_keep_nan() {
+        let mut a = [f32::NAN, -1.0, 3.0, 7.0];
+        activate(Activation::Relu6, &mut a);
+        assert!(a[0].is_nan());
+        assert_eq!(&a[1..], &[0.0, 3.0, 6.0]);
+        let mut a = [f64::NAN, -1.0, 7.0];
+        activate(Activation::Relu, &mut a);
+        assert!(a[0].is_nan());
+        assert_eq!(&a[1..], &[0.0, 7.0]);
+    }
+
+    #[test]
+    #[cfg(feature = "alloc")]
+    fn zeroed_box_is_zero_and_does_not_touch_the_stack() {
+        // 16 MiB: far larger than a test thread's stack.
+        let big = zeroed_box::<[[f32; 1024]; 4096]>();
+        assert!(big.iter().flatten().all(|&v| v.to_bits() == 0));
+        let empty = zeroed_box::<[f64; 0]>();
+        assert!(empty.is_empty());
+    }
+}

@@ -1,0 +1,335 @@
+//! Conversions between framework weight layouts and the layouts generated layers store.
+//!
+//! A generated layer keeps its depthwise weights as `[KH][KW][C·M]` (channels innermost, so one
+//! tap is a vector operation over channels) and its pointwise weights as `[C·M][N]` (one input
+//! channel scales a row of `N` outputs). These functions move PyTorch's layouts in and out of
+//! them; generated `from_pytorch` and `to_pytorch` call them with the layer's spec.
+
+use alloc::vec::Vec;
+
+use separable_shape::LayerSpec;
+
+use crate::{Dims, Element, Error};
+
+/// The four tensors of a layer in PyTorch's layouts, in the argument order of generated
+/// `from_pytorch`: depthwise weight, depthwise bias, pointwise weight, pointwise bias.
+pub type PytorchSlices<'a, T> = (&'a [T], Option<&'a [T]>, &'a [T], Option<&'a [T]>);
+
+/// A layer's weights in PyTorch's layouts, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PytorchWeights<T> {
+    /// `depthwise.weight`, shape `[C·M, 1, KH, KW]`.
+    pub depthwise_weight: Vec<T>,
+    /// `depthwise.bias`, shape `[C·M]`; present with `bias: both`.
+    pub depthwise_bias: Option<Vec<T>>,
+    /// `pointwise.weight`, shape `[N, C·M, 1, 1]`.
+    pub pointwise_weight: Vec<T>,
+    /// `pointwise.bias`, shape `[N]`; present with `bias: pointwise` or `both`.
+    pub pointwise_bias: Option<Vec<T>>,
+}
+
+impl<T: Element> PytorchWeights<T> {
+    /// Borrows the four tensors in the argument order of generated `from_pytorch`.
+    #[must_use]
+    pub fn as_slices(&self) -> PytorchSlices<'_, T> {
+        (
+            &self.depthwise_weight,
+            self.depthwise_bias.as_deref(),
+            &self.pointwise_weight,
+            self.pointwise_bias.as_deref(),
+        )
+    }
+}
+
+/// The PyTorch shape of `depthwise.weight`: `[C·M, 1, KH, KW]`.
+#[must_use]
+pub const fn pytorch_depthwise_dims(spec: &LayerSpec) -> Dims {
+    Dims::new([
+        spec.input[2] * spec.multiplier,
+        1,
+        spec.kernel[0],
+        spec.kernel[1],
+    ])
+}
+
+/// The PyTorch shape of `pointwise.weight`: `[N, C·M, 1, 1]`.
+#[must_use]
+pub const fn pytorch_pointwise_dims(spec: &LayerSpec) -> Dims {
+    Dims::new([spec.output_channels, spec.input[2] * spec.multiplier, 1, 1])
+}
+
+/// Checks the four PyTorch tensors against `spec` (lengths, and biases against the declared
+/// `bias:`) and copies them into a layer's storage: `dw` as `[KH][KW][C·M]` and `pw` as
+/// `[C·M][N]`, both flattened.
+///
+/// # Errors
+/// The first tensor whose length is wrong, or whose presence disagrees with `spec.bias`.
+///
+/// # Panics
+/// If the destination slices do not match `spec` (a bug in the caller, not bad user data).
+#[allow(clippy::too_many_arguments)] // the four tensors and their four destinations
+pub fn load_pytorch<T: Element>(
+    context: &'static str,
+    spec: &LayerSpec,
+    src: PytorchSlices<'_, T>,
+    dw: &mut [T],
+    dw_bias: Option<&mut [T]>,
+    pw: &mut [T],
+    pw_bias: Option<&mut [T]>,
+) -> Result<(), Error> {
+    let (src_dw, src_dw_bias, src_pw, src_pw_bias) = src;
+    let [kh, kw] = spec.kernel;
+    let cm = spec.input[2] * spec.multiplier;
+    let n = spec.output_channels;
+    let declared = crate::error::BiasName(spec.bias);
+
+    Error::check_len(
+        context,
+        "depthwise.weight",
+        pytorch_depthwise_dims(spec),
+        src_dw.len(),
+    )?;
+    check_bias(
+        context,
+        "depthwise.bias",
+        spec.bias.depthwise(),
+        src_dw_bias,
+        cm,
+        declared,
+    )?;
+    Error::check_len(
+        context,
+        "pointwise.weight",
+        pytorch_pointwise_dims(spec),
+        src_pw.len(),
+    )?;
+    check_bias(
+        context,
+        "pointwise.bias",
+        spec.bias.pointwise(),
+        src_pw_bias,
+        n,
+        declared,
+    )?;
+
+    assert_eq!(
+        dw.len(),
+        kh * kw * cm,
+        "depthwise storage does not match the spec"
+    );
+    assert_eq!(
+        pw.len(),
+        cm * n,
+        "pointwise storage does not match the spec"
+    );
+    // PyTorch [cm][0][y][x] -> [y][x][cm]
+    for (k, kernel) in src_dw.chunks_exact(kh * kw).enumerate() {
+        for (tap, &v) in kernel.iter().enumerate() {
+            dw[tap * cm + k] = v;
+        }
+    }
+    // PyTorch [n][k][0][0] -> [k][n]
+    for (o, row) in src_pw.chunks_exact(cm).enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            pw[k * n + o] = v;
+        }
+    }
+    if let (Some(dst), Some(src)) = (dw_bias, src_dw_bias) {
+        dst.copy_from_slice(src);
+    }
+    if let (Some(dst), Some(src)) = (pw_bias, src_pw_bias) {
+        dst.copy_from_slice(src);
+    }
+    Ok(())
+}
+
+fn check_bias<T>(
+    context: &'static str,
+    tensor: &'static str,
+    declared_present: bool,
+    given: Option<&[T]>,
+    len: usize,
+    declared: crate::error::BiasName,
+) -> Result<(), Error> {
+    match (declared_present, given) {
+        (true, Some(b)) => Error::check_len(context, tensor, Dims::new([len]), b.len()),
+        (false, None) => Ok(()),
+        (false, Some(_)) => Err(Error::UnexpectedBias {
+            context,
+            tensor,
+            declared,
+        }),
+        (true, None) => Err(Error::MissingBias {
+            context,
+            tensor,
+            declared,
+        }),
+    }
+}
+
+/// The inverse of [`load_pytorch`]: a layer's storage back in PyTorch's layouts.
+///
+/// # Panics
+/// If the slices do not match `spec` (a bug in the caller, not bad user data).
+#[must_use]
+pub fn to_pytorch<T: Element>(
+    spec: &LayerSpec,
+    dw: &[T],
+    dw_bias: Option<&[T]>,
+    pw: &[T],
+    pw_bias: Option<&[T]>,
+) -> PytorchWeights<T> {
+    let [kh, kw] = spec.kernel;
+    let cm = spec.input[2] * spec.multiplier;
+    let n = spec.output_channels;
+    assert_eq!(
+        dw.len(),
+        kh * kw * cm,
+        "depthwise storage does not match the spec"
+    );
+    assert_eq!(
+        pw.len(),
+        cm * n,
+        "pointwise storage does not match the spec"
+    );
+    let taps = kh * kw;
+    let depthwise_weight = (0..cm * taps)
+        .map(|i| dw[(i % taps) * cm + i / taps])
+        .collect();
+    let pointwise_weight = (0..n * cm).map(|i| pw[(i % cm) * n + i / cm]).collect();
+    PytorchWeights {
+        depthwise_weight,
+        depthwise_bias: dw_bias.map(<[T]>::to_vec),
+        pointwise_weight,
+        pointwise_bias: pw_bias.map(<[T]>::to_vec),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use separable_shape::Bias;
+
+    fn spec() -> LayerSpec {
+        LayerSpec::new([4, 4, 2], 3)
+            .with_kernel([2, 3])
+            .with_multiplier(2)
+            .with_bias(Bias::Both)
+    }
+
+    #[test]
+    fn pytorch_layout_round_trips_through_storage() {
+        let spec = spec();
+        let src_dw: Vec<f32> = (0..24).map(|i| i as f32).collect(); // [4][1][2][3]
+        let src_pw: Vec<f32> = (0..12).map(|i| 100.0 + i as f32).collect(); // [3][4][1][1]
+        let (mut dw, mut pw) = (vec![0.0; 24], vec![0.0; 12]);
+        let (mut db, mut pb) = (vec![0.0; 4], vec![0.0; 3]);
+        load_pytorch(
+            "t",
+            &spec,
+            (
+                &src_dw,
+                Some(&[1.0, 2.0, 3.0, 4.0]),
+                &src_pw,
+                Some(&[5.0, 6.0, 7.0]),
+            ),
+            &mut dw,
+            Some(&mut db),
+            &mut pw,
+            Some(&mut pb),
+        )
+        .unwrap();
+        // storage [y][x][cm]: tap (1, 2) of channel 3 is PyTorch index 3 * 6 + 1 * 3 + 2 = 23.
+        assert_eq!(dw[(3 + 2) * 4 + 3], 23.0);
+        // storage [k][n]: weight from channel 1 to output 2 is PyTorch index 2 * 4 + 1 = 9.
+        assert_eq!(pw[3 + 2], 109.0);
+        let back = to_pytorch(&spec, &dw, Some(&db), &pw, Some(&pb));
+        assert_eq!(back.depthwise_weight, src_dw);
+        assert_eq!(back.pointwise_weight, src_pw);
+        assert_eq!(
+            back.depthwise_bias.as_deref(),
+            Some(&[1.0, 2.0, 3.0, 4.0][..])
+        );
+        assert_eq!(back.pointwise_bias.as_deref(), Some(&[5.0, 6.0, 7.0][..]));
+    }
+
+    #[test]
+    fn bias_presence_follows_the_declaration() {
+        let spec = spec().with_bias(Bias::Pointwise);
+        let (dw, pw) = (vec![0.0f64; 24], vec![0.0f64; 12]);
+        let (mut sdw, mut spw) = (vec![0.0; 24], vec![0.0; 12]);
+        let e = load_pytorch(
+            "L",
+            &spec,
+            (&dw, Some(&[0.0; 4]), &pw, Some(&[0.0; 3])),
+            &mut sdw,
+            None,
+            &mut spw,
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            Error::UnexpectedBias {
+                tensor: "depthwise.bias",
+                ..
+            }
+        ));
+        let e = load_pytorch(
+            "L",
+            &spec,
+            (&dw, None, &pw, None),
+            &mut sdw,
+            None,
+            &mut spw,
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            Error::MissingBias {
+                tensor: "pointwise.bias",
+                ..
+            }
+        ));
+        let e = load_pytorch(
+            "L",
+            &spec,
+            (&dw, None, &pw, Some(&[0.0; 2])),
+            &mut sdw,
+            None,
+            &mut spw,
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            Error::Length {
+                tensor: "pointwise.bias",
+                expected: 3,
+                actual: 2,
+                ..
+            }
+        ));
+        let e = load_pytorch(
+            "L",
+            &spec,
+            (&dw[1..], None, &pw, Some(&[0.0; 3])),
+            &mut sdw,
+            None,
+            &mut spw,
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            Error::Length {
+                tensor: "depthwise.weight",
+                expected: 24,
+                actual: 23,
+                ..
+            }
+        ));
+    }
+}
