@@ -1,1 +1,71 @@
-//! placeholder
+//! Depthwise-separable convolution layers specialised at compile time from their shapes.
+//!
+//! Describe a layer by its shapes and [`separable_conv!`] generates a struct whose depthwise
+//! and pointwise stages are monomorphised (every size is a literal), unrolled where that pays,
+//! and shape-checked by the type system:
+//!
+//! ```
+//! use separable::{separable_conv, Tensor};
+//!
+//! separable_conv! {
+//!     /// The seed layer.
+//!     pub struct Seed { input: 5 x 5 x 3, output: 4, kernel: 3 x 3, padding: same }
+//! }
+//!
+//! assert_eq!((Seed::DEPTHWISE_PARAMS, Seed::POINTWISE_PARAMS), (27, 12));
+//! assert_eq!((Seed::PARAMS, Seed::STANDARD_PARAMS), (39, 108));
+//! assert_eq!((Seed::MACS, Seed::STANDARD_MACS), (975, 2700));
+//!
+//! let layer = Seed::from_pytorch(&[0.5; 27], None, &[1.0; 12], None)?;
+//! let x = Tensor::<5, 5, 3>::filled(1.0);
+//! let y: Tensor<5, 5, 4> = layer.forward(&x);
+//! // The centre sees all 9 taps of each of the 3 channels.
+//! assert_eq!(y[(2, 2, 0)], 3.0 * 9.0 * 0.5);
+//! # Ok::<(), separable::Error>(())
+//! ```
+//!
+//! The README documents the syntax, the semantics (layouts, padding, weight formats) and the
+//! unroll policy.
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub use separable_runtime::{
+    Activation, Axis, Bias, Dim, Dims, Element, Error, Layer, LayerShape, LayerSpec, Padding,
+    PytorchWeights, ShapeError, Tensor, reference, weights,
+};
+
+/// Declares a depthwise-separable convolution layer from its shapes.
+///
+/// ```
+/// separable::separable_conv! {
+///     #[derive(Clone, Debug)]
+///     pub struct Block {
+///         input: 112 x 112 x 32,  // H x W x C, channels last
+///         output: 64,             // pointwise output channels
+///         kernel: 3,              // `K` or `KH x KW` (default 3)
+///         stride: 1,              // `S` or `SH x SW` (default 1)
+///         padding: same,          // same | valid | P | PH x PW (default valid)
+///         bias: both,             // none | pointwise | both (default none)
+///         activation: relu,       // none | relu | relu6, after both stages (default none)
+///     }
+/// }
+/// assert_eq!(Block::OUTPUT_SHAPE, [112, 112, 64]);
+/// ```
+///
+/// Further keys: `dilation: D | DH x DW`, `multiplier: M` (depth multiplier),
+/// `depthwise_activation:` / `pointwise_activation:` (one stage each), `dtype: f32 | f64`.
+/// The README lists the generated items and the exact semantics.
+#[macro_export]
+macro_rules! separable_conv {
+    ($($layer:tt)*) => {
+        $crate::__private::separable_conv_impl! { $crate; $($layer)* }
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use separable_macros::separable_conv_impl;
+    pub use separable_runtime::__private::*;
+}

@@ -10,6 +10,7 @@
 #![allow(clippy::inline_always)]
 
 use separable_shape::Activation;
+pub use separable_shape::tap_range;
 
 use crate::Element;
 
@@ -74,38 +75,6 @@ pub fn activate<T: Element, const C: usize>(activation: Activation, acc: &mut [T
     }
 }
 
-/// The kernel taps `lo..hi` of output position `out` that land inside an input of `input`
-/// positions, for a window placed at `out * stride - pad_before` with taps `dilation` apart.
-///
-/// The border loops of generated layers use it; the interior needs no such test.
-#[inline]
-#[must_use]
-pub const fn tap_range(
-    out: usize,
-    stride: usize,
-    dilation: usize,
-    pad_before: usize,
-    input: usize,
-    kernel: usize,
-) -> (usize, usize) {
-    // Tap k reads input position start + k * dilation - pad_before.
-    let start = out * stride;
-    let lo = if start >= pad_before {
-        0
-    } else {
-        (pad_before - start).div_ceil(dilation)
-    };
-    // Largest k with start + k * dilation < input + pad_before.
-    let limit = input + pad_before;
-    let hi = if start >= limit {
-        0
-    } else {
-        let h = (limit - start - 1) / dilation + 1;
-        if h < kernel { h } else { kernel }
-    };
-    if lo < hi { (lo, hi) } else { (0, 0) }
-}
-
 /// A heap allocation of `A` with every bit zero, built without passing through the stack, so
 /// that a MobileNet-size tensor or weight array (megabytes) works in a small thread stack.
 #[cfg(feature = "alloc")]
@@ -130,38 +99,8 @@ mod zeroable {
 }
 
 #[cfg(test)]
-#[allow(clippy::cast_possible_wrap)] // test sizes are tiny
 mod tests {
     use super::*;
-
-    /// The taps `tap_range` reports are exactly those that land inside the input.
-    #[test]
-    fn tap_range_matches_a_direct_scan() {
-        for input in 1..9 {
-            for kernel in 1..6 {
-                for stride in 1..4 {
-                    for dilation in 1..4 {
-                        for pad in 0..6 {
-                            for out in 0..12 {
-                                let inside = |k: usize| {
-                                    let p = (out * stride + k * dilation) as isize - pad as isize;
-                                    (0..input as isize).contains(&p)
-                                };
-                                let (lo, hi) = tap_range(out, stride, dilation, pad, input, kernel);
-                                for k in 0..kernel {
-                                    assert_eq!(
-                                        (lo..hi).contains(&k),
-                                        inside(k),
-                                        "input {input} kernel {kernel} stride {stride} dilation {dilation} pad {pad} out {out} k {k}"
-                                    );
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
 
     #[test]
     fn multiplier_tap_spreads_each_input_channel() {

@@ -259,6 +259,38 @@ pub const fn axis(
     })
 }
 
+/// The kernel taps `lo..hi` of output position `out` that land inside an input of `input`
+/// positions, for a window placed at `out * stride - pad_before` with taps `dilation` apart.
+///
+/// The border loops of generated layers call it; their interior needs no such test.
+#[inline]
+#[must_use]
+pub const fn tap_range(
+    out: usize,
+    stride: usize,
+    dilation: usize,
+    pad_before: usize,
+    input: usize,
+    kernel: usize,
+) -> (usize, usize) {
+    // Tap k reads input position start + k * dilation - pad_before.
+    let start = out * stride;
+    let lo = if start >= pad_before {
+        0
+    } else {
+        (pad_before - start).div_ceil(dilation)
+    };
+    // Largest k with start + k * dilation < input + pad_before.
+    let limit = input + pad_before;
+    let hi = if start >= limit {
+        0
+    } else {
+        let h = (limit - start - 1) / dilation + 1;
+        if h < kernel { h } else { kernel }
+    };
+    if lo < hi { (lo, hi) } else { (0, 0) }
+}
+
 /// Everything that defines a layer's shapes: what a `separable_conv!` invocation declares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LayerSpec {
@@ -485,6 +517,7 @@ const fn mul3(a: usize, b: usize, c: usize) -> Option<usize> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_wrap)] // test sizes are tiny
 mod tests {
     use super::*;
 
@@ -498,6 +531,35 @@ mod tests {
             AxisPadding::Same,
         )
         .unwrap()
+    }
+
+    /// The taps `tap_range` reports are exactly those that land inside the input.
+    #[test]
+    fn tap_range_matches_a_direct_scan() {
+        for input in 1..9 {
+            for kernel in 1..6 {
+                for stride in 1..4 {
+                    for dilation in 1..4 {
+                        for pad in 0..6 {
+                            for out in 0..12 {
+                                let inside = |k: usize| {
+                                    let p = (out * stride + k * dilation) as isize - pad as isize;
+                                    (0..input as isize).contains(&p)
+                                };
+                                let (lo, hi) = tap_range(out, stride, dilation, pad, input, kernel);
+                                for k in 0..kernel {
+                                    assert_eq!(
+                                        (lo..hi).contains(&k),
+                                        inside(k),
+                                        "input {input} kernel {kernel} stride {stride} dilation {dilation} pad {pad} out {out} k {k}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

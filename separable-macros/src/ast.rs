@@ -1,0 +1,323 @@
+//! The invocation as written: a struct header and `key: value` entries, every token's span kept.
+//!
+//! ```text
+//! invocation := attribute* visibility "struct" IDENT "{" (entry ("," entry)* ","?)? "}"
+//! entry      := IDENT ":" value
+//! value      := size ("x" size)*     e.g. `5 x 5 x 3`, `5x5x3`, `3`
+//!             | IDENT                e.g. `same`, `relu6`, `f32`
+//! ```
+//!
+//! Parsing is forgiving between entries: a malformed entry records its error and parsing goes
+//! on at the next `,`, so every mistake in an invocation is reported at once.
+
+use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::parse::{Parse, ParseStream};
+use syn::{Attribute, Error, Ident, LitInt, Token, Visibility};
+
+/// A whole `separable_conv!` invocation.
+pub(crate) struct Invocation {
+    pub(crate) header: Header,
+    pub(crate) entries: Vec<Entry>,
+    /// Errors of entries that could not be parsed; reported with the validation errors.
+    pub(crate) errors: Vec<Error>,
+}
+
+/// Everything before the braces: passed through to the generated struct.
+pub(crate) struct Header {
+    pub(crate) attrs: Vec<Attribute>,
+    pub(crate) vis: Visibility,
+    pub(crate) name: Ident,
+    /// The span of the braces, for errors about what is missing inside them.
+    pub(crate) body_span: Span,
+}
+
+/// `key: value`.
+pub(crate) struct Entry {
+    pub(crate) key: Ident,
+    pub(crate) value: Value,
+}
+
+/// The right-hand side of an entry.
+pub(crate) enum Value {
+    /// `5 x 5 x 3`: one or more sizes.
+    Sizes(Sizes),
+    /// `same`: one word.
+    Word(Ident),
+}
+
+/// Sizes separated by `x`, with the tokens they came from.
+pub(crate) struct Sizes {
+    pub(crate) sizes: Vec<Size>,
+    /// All tokens of the value, to underline it whole.
+    pub(crate) tokens: TokenStream,
+}
+
+/// One integer of a [`Sizes`]; `span` is the token it was written in (`5x5x3` is one token).
+#[derive(Clone, Copy)]
+pub(crate) struct Size {
+    pub(crate) value: usize,
+    pub(crate) span: Span,
+}
+
+impl Value {
+    /// All tokens of the value, for errors that underline it whole.
+    pub(crate) fn tokens(&self) -> TokenStream {
+        match self {
+            Value::Sizes(sizes) => sizes.tokens.clone(),
+            Value::Word(word) => word.to_token_stream(),
+        }
+    }
+}
+
+impl Parse for Invocation {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        input.parse::<Token![struct]>()?;
+        let name: Ident = input.parse()?;
+        let content;
+        let brace = syn::braced!(content in input);
+        let body: TokenStream = content.parse()?;
+        if !input.is_empty() {
+            return Err(input.error("unexpected tokens after the layer's `{ ... }`"));
+        }
+        let (entries, errors) = parse_entries(body);
+        Ok(Invocation {
+            header: Header {
+                attrs,
+                vis,
+                name,
+                body_span: brace.span.join(),
+            },
+            entries,
+            errors,
+        })
+    }
+}
+
+/// Splits the body at top-level commas and parses each piece as an entry.
+fn parse_entries(body: TokenStream) -> (Vec<Entry>, Vec<Error>) {
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    let mut piece = Vec::new();
+    let mut tokens = body.into_iter();
+    loop {
+        let token = tokens.next();
+        let at_comma = matches!(&token, Some(TokenTree::Punct(p)) if p.as_char() == ',');
+        if token.is_some() && !at_comma {
+            piece.extend(token);
+            continue;
+        }
+        if piece.is_empty() {
+            if let Some(comma) = token.as_ref().filter(|_| at_comma) {
+                errors.push(Error::new(comma.span(), "expected `key: value` before `,`"));
+            }
+        } else {
+            match parse_entry(&piece) {
+                Ok(entry) => entries.push(entry),
+                Err(error) => errors.push(error),
+            }
+            piece.clear();
+        }
+        if token.is_none() {
+            return (entries, errors);
+        }
+    }
+}
+
+fn parse_entry(tokens: &[TokenTree]) -> syn::Result<Entry> {
+    let key = match &tokens[0] {
+        TokenTree::Ident(key) => key.clone(),
+        other => {
+            return Err(Error::new(
+                other.span(),
+                "expected a key such as `input`, `output` or `kernel`",
+            ));
+        }
+    };
+    match tokens.get(1) {
+        Some(TokenTree::Punct(p)) if p.as_char() == ':' => {}
+        Some(other) => {
+            return Err(Error::new(
+                other.span(),
+                format!("expected `:` after `{key}`"),
+            ));
+        }
+        None => {
+            return Err(Error::new(
+                key.span(),
+                format!("expected `:` after `{key}`"),
+            ));
+        }
+    }
+    let value = &tokens[2..];
+    if value.is_empty() {
+        return Err(Error::new(
+            tokens[1].span(),
+            format!("expected a value after `{key}:`"),
+        ));
+    }
+    Ok(Entry {
+        value: parse_value(value)?,
+        key,
+    })
+}
+
+fn parse_value(tokens: &[TokenTree]) -> syn::Result<Value> {
+    if let TokenTree::Ident(word) = &tokens[0]
+        && !starts_with_x_size(&word.to_string())
+    {
+        return match tokens.get(1) {
+            None => Ok(Value::Word(word.clone())),
+            Some(next) => Err(Error::new(
+                next.span(),
+                format!("unexpected token after `{word}`; expected `,`"),
+            )),
+        };
+    }
+    parse_sizes(tokens).map(Value::Sizes)
+}
+
+/// Whether an identifier continues a size list, as `x5` in `5 x5` or `x` alone.
+fn starts_with_x_size(word: &str) -> bool {
+    word.strip_prefix('x')
+        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit() || c == 'x'))
+}
+
+/// A piece of a size list as the lexer left it: `5x5x3` is one literal, `x5` one identifier.
+enum Piece {
+    Number(String, Span),
+    Times(Span),
+}
+
+fn parse_sizes(tokens: &[TokenTree]) -> syn::Result<Sizes> {
+    let mut pieces = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        match token {
+            TokenTree::Literal(literal) => {
+                let span = literal.span();
+                let lit = match syn::parse2::<syn::Lit>(token.to_token_stream()) {
+                    Ok(syn::Lit::Int(lit)) => lit,
+                    Ok(syn::Lit::Float(_)) => {
+                        return Err(Error::new(
+                            span,
+                            format!("expected a whole number, found `{literal}`"),
+                        ));
+                    }
+                    _ => {
+                        return Err(Error::new(
+                            span,
+                            format!("expected a size, found `{literal}`"),
+                        ));
+                    }
+                };
+                push_literal(&lit, span, &mut pieces)?;
+            }
+            TokenTree::Ident(ident) => {
+                let text = ident.to_string();
+                if let Some(TokenTree::Punct(p)) = tokens.get(i + 1)
+                    && p.as_char() == ':'
+                {
+                    return Err(Error::new(
+                        ident.span(),
+                        format!("expected `,` before `{text}`"),
+                    ));
+                }
+                if !starts_with_x_size(&text) {
+                    return Err(Error::new(
+                        ident.span(),
+                        format!("expected `x` between sizes, found `{text}`"),
+                    ));
+                }
+                split_x(&text, ident.span(), &mut pieces);
+            }
+            TokenTree::Punct(p) if p.as_char() == '-' => {
+                let mut negative = TokenStream::new();
+                negative.extend(tokens[i..].iter().take(2).cloned());
+                return Err(Error::new_spanned(negative, "a size cannot be negative"));
+            }
+            TokenTree::Punct(p) if p.as_char() == '*' => {
+                return Err(Error::new(p.span(), "write `x` between sizes, not `*`"));
+            }
+            TokenTree::Group(group) if group.delimiter() == Delimiter::None => {
+                // A size passed through a `macro_rules!` fragment: read what is inside.
+                let inner: Vec<TokenTree> = group.stream().into_iter().collect();
+                let Sizes { sizes, .. } = parse_sizes(&inner)?;
+                for (j, size) in sizes.iter().enumerate() {
+                    if j > 0 {
+                        pieces.push(Piece::Times(group.span()));
+                    }
+                    pieces.push(Piece::Number(size.value.to_string(), size.span));
+                }
+            }
+            other => {
+                return Err(Error::new(
+                    other.span(),
+                    format!("expected a size, found `{other}`"),
+                ));
+            }
+        }
+    }
+    let mut sizes = Vec::new();
+    let mut expect_number = true;
+    let mut last_span = tokens[0].span();
+    for piece in pieces {
+        match (piece, expect_number) {
+            (Piece::Number(digits, span), true) => {
+                let value = digits
+                    .parse::<usize>()
+                    .map_err(|_| Error::new(span, format!("`{digits}` does not fit in `usize`")))?;
+                sizes.push(Size { value, span });
+                last_span = span;
+            }
+            (Piece::Number(_, span), false) => {
+                return Err(Error::new(span, "expected `x` between sizes"));
+            }
+            (Piece::Times(span), true) => {
+                return Err(Error::new(span, "expected a size before `x`"));
+            }
+            (Piece::Times(span), false) => last_span = span,
+        }
+        expect_number = !expect_number;
+    }
+    if expect_number {
+        return Err(Error::new(last_span, "expected a size after `x`"));
+    }
+    Ok(Sizes {
+        sizes,
+        tokens: tokens.iter().cloned().collect(),
+    })
+}
+
+/// An integer literal may carry more sizes in its suffix: `5x5x3` lexes as `5` + `x5x3`.
+fn push_literal(lit: &LitInt, span: Span, pieces: &mut Vec<Piece>) -> syn::Result<()> {
+    let suffix = lit.suffix();
+    if !suffix.is_empty() && !starts_with_x_size(suffix) {
+        return Err(Error::new(
+            span,
+            format!("sizes are plain integers; remove the suffix `{suffix}`"),
+        ));
+    }
+    pieces.push(Piece::Number(lit.base10_digits().to_owned(), span));
+    split_x(suffix, span, pieces);
+    Ok(())
+}
+
+/// Splits `x5x3` into `x`, `5`, `x`, `3`.
+fn split_x(text: &str, span: Span, pieces: &mut Vec<Piece>) {
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c == 'x' {
+            if !digits.is_empty() {
+                pieces.push(Piece::Number(std::mem::take(&mut digits), span));
+            }
+            pieces.push(Piece::Times(span));
+        } else {
+            digits.push(c);
+        }
+    }
+    if !digits.is_empty() {
+        pieces.push(Piece::Number(digits, span));
+    }
+}

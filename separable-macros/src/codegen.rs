@@ -1,0 +1,803 @@
+//! Code generation: from a validated [`Layer`] to the struct, its constants and its kernels.
+//!
+//! Every size, stride and offset is emitted as a literal. The generated code reaches the runtime
+//! only through `<crate>::__private` (aliased `__sep`) and the public `<crate>::Tensor`,
+//! `<crate>::Error` and `<crate>::Layer`, where `<crate>` is the path the public macro passes in.
+
+// A `quote!` template reads best in one piece, however long.
+#![allow(clippy::too_many_lines)]
+
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+use separable_shape::{Activation, Bias, Padding};
+
+use crate::ast::Header;
+use crate::model::{Dtype, Layer};
+use crate::plan::{AxisPlan, Depthwise, Plan};
+
+fn lit(n: usize) -> Literal {
+    Literal::usize_unsuffixed(n)
+}
+
+/// The stub emitted next to errors, so that uses of the struct do not add a cascade of
+/// "cannot find type" errors to the one that matters.
+pub(crate) fn stub(header: &Header) -> TokenStream {
+    let Header {
+        attrs, vis, name, ..
+    } = header;
+    quote! {
+        #(#attrs)*
+        #vis struct #name;
+    }
+}
+
+/// Sizes and names shared by every part of the expansion.
+struct Ctx<'a> {
+    krate: &'a TokenStream,
+    layer: &'a Layer,
+    plan: Plan,
+    elem: TokenStream,
+    zero: TokenStream,
+    input_ty: TokenStream,
+    depthwise_ty: TokenStream,
+    output_ty: TokenStream,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(krate: &'a TokenStream, layer: &'a Layer) -> Self {
+        let (elem, zero) = match layer.dtype {
+            Dtype::F32 => (quote!(f32), quote!(0.0_f32)),
+            Dtype::F64 => (quote!(f64), quote!(0.0_f64)),
+        };
+        let tensor = |[h, w, c]: [usize; 3]| {
+            let (h, w, c) = (lit(h), lit(w), lit(c));
+            match layer.dtype {
+                // The default element type is left out so messages read `Tensor<5, 5, 3>`.
+                Dtype::F32 => quote!(#krate::Tensor<#h, #w, #c>),
+                Dtype::F64 => quote!(#krate::Tensor<#h, #w, #c, f64>),
+            }
+        };
+        let shape = &layer.shape;
+        Ctx {
+            krate,
+            layer,
+            plan: Plan::new(&layer.spec, shape.rows, shape.cols),
+            input_ty: tensor(shape.input),
+            depthwise_ty: tensor(shape.depthwise),
+            output_ty: tensor(shape.output),
+            elem,
+            zero,
+        }
+    }
+
+    /// `[[[T; C]; W]; H]` for a shape.
+    fn array(&self, dims: &[usize]) -> TokenStream {
+        let elem = &self.elem;
+        dims.iter().rev().fold(quote!(#elem), |inner, &d| {
+            let d = lit(d);
+            quote!([#inner; #d])
+        })
+    }
+
+    fn activation(&self, activation: Activation) -> Option<TokenStream> {
+        let krate = self.krate;
+        let variant = match activation {
+            Activation::None => return None,
+            Activation::Relu => quote!(Relu),
+            Activation::Relu6 => quote!(Relu6),
+        };
+        Some(quote!(__sep::activate(#krate::Activation::#variant, &mut acc);))
+    }
+}
+
+/// The whole expansion for a valid layer.
+pub(crate) fn layer(krate: &TokenStream, header: &Header, layer: &Layer) -> TokenStream {
+    let ctx = Ctx::new(krate, layer);
+    let definition = definition(&ctx, header);
+    let consts = consts(&ctx, header);
+    let constructors = constructors(&ctx, header);
+    let stages = stages(&ctx);
+    let kernels = kernels(&ctx);
+    let trait_impl = trait_impl(&ctx, header);
+    let name = &header.name;
+    quote! {
+        #definition
+
+        const _: () = {
+            use #krate::__private as __sep;
+
+            #[allow(dead_code)]
+            impl #name {
+                #consts
+                #constructors
+                #stages
+                #kernels
+            }
+
+            #trait_impl
+
+            // The literals above must agree with the runtime's shape arithmetic.
+            const _: () = assert!(
+                #name::PARAMS == #name::SHAPE.params
+                    && #name::MACS == #name::SHAPE.macs
+                    && #name::STANDARD_PARAMS == #name::SHAPE.standard_params
+                    && #name::STANDARD_MACS == #name::SHAPE.standard_macs
+            );
+        };
+    }
+}
+
+fn shape_text([h, w, c]: [usize; 3]) -> String {
+    format!("{h} x {w} x {c}")
+}
+
+fn definition(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
+    let Header {
+        attrs, vis, name, ..
+    } = header;
+    let krate = ctx.krate;
+    let spec = &ctx.layer.spec;
+    let shape = &ctx.layer.shape;
+    let [kh, kw] = spec.kernel;
+    let cm = shape.depthwise[2];
+    let n = spec.output_channels;
+    let dw = ctx.array(&[kh, kw, cm]);
+    let pw = ctx.array(&[cm, n]);
+    let dw_bias = spec.bias.depthwise().then(|| {
+        let ty = ctx.array(&[cm]);
+        quote!(depthwise_bias: #krate::__private::Box<#ty>,)
+    });
+    let pw_bias = spec.bias.pointwise().then(|| {
+        let ty = ctx.array(&[n]);
+        quote!(pointwise_bias: #krate::__private::Box<#ty>,)
+    });
+    let summary = format!(
+        " Depthwise-separable layer `{}` -> `{}`, generated by `separable_conv!`: {} parameters, {} multiply-adds per forward pass.",
+        shape_text(shape.input),
+        shape_text(shape.output),
+        shape.params,
+        shape.macs,
+    );
+    let separator = (!attrs.is_empty()).then(|| quote!(#[doc = ""]));
+    quote! {
+        #(#attrs)*
+        #separator
+        #[doc = #summary]
+        #vis struct #name {
+            depthwise_weight: #krate::__private::Box<#dw>,
+            #dw_bias
+            pointwise_weight: #krate::__private::Box<#pw>,
+            #pw_bias
+        }
+    }
+}
+
+fn padding_tokens(padding: Padding) -> TokenStream {
+    match padding {
+        Padding::Valid => quote!(Valid),
+        Padding::Same => quote!(Same),
+        Padding::Explicit { height, width } => {
+            let (h, w) = (lit(height), lit(width));
+            quote!(Explicit { height: #h, width: #w })
+        }
+    }
+}
+
+fn bias_tokens(bias: Bias) -> TokenStream {
+    match bias {
+        Bias::None => quote!(None),
+        Bias::Pointwise => quote!(Pointwise),
+        Bias::Both => quote!(Both),
+    }
+}
+
+fn activation_tokens(activation: Activation) -> TokenStream {
+    match activation {
+        Activation::None => quote!(None),
+        Activation::Relu => quote!(Relu),
+        Activation::Relu6 => quote!(Relu6),
+    }
+}
+
+fn consts(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
+    let krate = ctx.krate;
+    let spec = &ctx.layer.spec;
+    let s = &ctx.layer.shape;
+    let triple = |[a, b, c]: [usize; 3]| {
+        let (a, b, c) = (lit(a), lit(b), lit(c));
+        quote!([#a, #b, #c])
+    };
+    let pair = |[a, b]: [usize; 2]| {
+        let (a, b) = (lit(a), lit(b));
+        quote!([#a, #b])
+    };
+    let (input, depthwise, output) = (triple(s.input), triple(s.depthwise), triple(s.output));
+    let (spec_input, kernel, stride, dilation) = (
+        triple(spec.input),
+        pair(spec.kernel),
+        pair(spec.stride),
+        pair(spec.dilation),
+    );
+    let (n, m) = (lit(spec.output_channels), lit(spec.multiplier));
+    let padding = padding_tokens(spec.padding);
+    let bias = bias_tokens(spec.bias);
+    let dw_act = activation_tokens(ctx.layer.depthwise_activation);
+    let pw_act = activation_tokens(ctx.layer.pointwise_activation);
+    let count = |n: usize| lit(n);
+    let (dwp, pwp, params, stdp, macs, stdm) = (
+        count(s.depthwise_params),
+        count(s.pointwise_params),
+        count(s.params),
+        count(s.standard_params),
+        count(s.macs),
+        count(s.standard_macs),
+    );
+    let name = header.name.to_string();
+    quote! {
+        /// The struct's name.
+        pub const NAME: &'static str = #name;
+        /// `[H, W, C]` of the input.
+        pub const INPUT_SHAPE: [usize; 3] = #input;
+        /// `[OH, OW, C·M]` of the depthwise stage's output.
+        pub const DEPTHWISE_SHAPE: [usize; 3] = #depthwise;
+        /// `[OH, OW, N]` of the output.
+        pub const OUTPUT_SHAPE: [usize; 3] = #output;
+        /// Depthwise weights `KH·KW·C·M`, plus `C·M` with `bias: both`.
+        pub const DEPTHWISE_PARAMS: usize = #dwp;
+        /// Pointwise weights `C·M·N`, plus `N` with any bias.
+        pub const POINTWISE_PARAMS: usize = #pwp;
+        /// `DEPTHWISE_PARAMS + POINTWISE_PARAMS`.
+        pub const PARAMS: usize = #params;
+        /// Parameters of a standard `KH x KW` convolution from `C` to `N` channels: `KH·KW·C·N`,
+        /// plus `N` with any bias.
+        pub const STANDARD_PARAMS: usize = #stdp;
+        /// Multiply-adds of one forward pass, every tap counted (padding included):
+        /// `OH·OW·C·M·KH·KW + OH·OW·C·M·N`.
+        pub const MACS: usize = #macs;
+        /// Multiply-adds of the standard convolution: `OH·OW·KH·KW·C·N`.
+        pub const STANDARD_MACS: usize = #stdm;
+        /// The declared layer.
+        pub const SPEC: #krate::LayerSpec = #krate::LayerSpec {
+            input: #spec_input,
+            output_channels: #n,
+            kernel: #kernel,
+            stride: #stride,
+            dilation: #dilation,
+            multiplier: #m,
+            padding: #krate::Padding::#padding,
+            bias: #krate::Bias::#bias,
+        };
+        /// Every size derived from [`Self::SPEC`] by the runtime's shape arithmetic.
+        pub const SHAPE: #krate::LayerShape = match Self::SPEC.shape() {
+            __sep::Result::Ok(shape) => shape,
+            __sep::Result::Err(_) => panic!("`separable_conv!` accepted a shape the runtime rejects"),
+        };
+        /// The activation after the depthwise stage.
+        pub const DEPTHWISE_ACTIVATION: #krate::Activation = #krate::Activation::#dw_act;
+        /// The activation after the pointwise stage.
+        pub const POINTWISE_ACTIVATION: #krate::Activation = #krate::Activation::#pw_act;
+    }
+}
+
+fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
+    let krate = ctx.krate;
+    let elem = &ctx.elem;
+    let spec = &ctx.layer.spec;
+    let shape = &ctx.layer.shape;
+    let [kh, kw] = spec.kernel;
+    let cm = shape.depthwise[2];
+    let n = spec.output_channels;
+    let dw = ctx.array(&[kh, kw, cm]);
+    let pw = ctx.array(&[cm, n]);
+    let dw_bias_ty = ctx.array(&[cm]);
+    let pw_bias_ty = ctx.array(&[n]);
+    let has_dw_bias = spec.bias.depthwise();
+    let has_pw_bias = spec.bias.pointwise();
+    let init_dw_bias = has_dw_bias.then(|| quote!(depthwise_bias: __sep::zeroed_box(),));
+    let init_pw_bias = has_pw_bias.then(|| quote!(pointwise_bias: __sep::zeroed_box(),));
+    let (dw_bias_get, dw_bias_mut, dw_bias_slice, dw_bias_mut_slice) = if has_dw_bias {
+        (
+            quote!(::core::option::Option::Some(&self.depthwise_bias)),
+            quote!(::core::option::Option::Some(&mut self.depthwise_bias)),
+            quote!(::core::option::Option::Some(&self.depthwise_bias[..])),
+            quote!(::core::option::Option::Some(&mut layer.depthwise_bias[..])),
+        )
+    } else {
+        let none = quote!(::core::option::Option::None);
+        (none.clone(), none.clone(), none.clone(), none)
+    };
+    let (pw_bias_get, pw_bias_mut, pw_bias_slice, pw_bias_mut_slice) = if has_pw_bias {
+        (
+            quote!(::core::option::Option::Some(&self.pointwise_bias)),
+            quote!(::core::option::Option::Some(&mut self.pointwise_bias)),
+            quote!(::core::option::Option::Some(&self.pointwise_bias[..])),
+            quote!(::core::option::Option::Some(&mut layer.pointwise_bias[..])),
+        )
+    } else {
+        let none = quote!(::core::option::Option::None);
+        (none.clone(), none.clone(), none.clone(), none)
+    };
+    let context = format!("{}::from_pytorch", header.name);
+    let from_pytorch_doc = format!(
+        " Loads weights in PyTorch's layouts, row-major: `dw_weight` `[{cm}, 1, {kh}, {kw}]` (`[C·M, 1, KH, KW]`), `dw_bias` `[{cm}]`, `pw_weight` `[{n}, {cm}, 1, 1]` (`[N, C·M, 1, 1]`), `pw_bias` `[{n}]`."
+    );
+    let bias_rule = match spec.bias {
+        Bias::None => " This layer is declared `bias: none`: both biases must be `None`.",
+        Bias::Pointwise => {
+            " This layer is declared `bias: pointwise`: `dw_bias` must be `None`, `pw_bias` given."
+        }
+        Bias::Both => " This layer is declared `bias: both`: both biases must be given.",
+    };
+    quote! {
+        /// A layer whose weights and biases are all zero, allocated on the heap.
+        #[must_use]
+        pub fn zeroed() -> Self {
+            Self {
+                depthwise_weight: __sep::zeroed_box(),
+                #init_dw_bias
+                pointwise_weight: __sep::zeroed_box(),
+                #init_pw_bias
+            }
+        }
+
+        #[doc = #from_pytorch_doc]
+        #[doc = ""]
+        #[doc = #bias_rule]
+        ///
+        /// # Errors
+        /// `Error::Length` naming the tensor, the expected and the actual length if a buffer has
+        /// the wrong length; `Error::UnexpectedBias` or `Error::MissingBias` if a bias is given or
+        /// missing against the declared `bias:`.
+        pub fn from_pytorch(
+            dw_weight: &[#elem],
+            dw_bias: ::core::option::Option<&[#elem]>,
+            pw_weight: &[#elem],
+            pw_bias: ::core::option::Option<&[#elem]>,
+        ) -> ::core::result::Result<Self, #krate::Error> {
+            let mut layer = Self::zeroed();
+            #krate::weights::load_pytorch(
+                #context,
+                &Self::SPEC,
+                (dw_weight, dw_bias, pw_weight, pw_bias),
+                layer.depthwise_weight.as_flattened_mut().as_flattened_mut(),
+                #dw_bias_mut_slice,
+                layer.pointwise_weight.as_flattened_mut(),
+                #pw_bias_mut_slice,
+            )?;
+            ::core::result::Result::Ok(layer)
+        }
+
+        /// The weights and biases in PyTorch's layouts (the inverse of `from_pytorch`).
+        #[must_use]
+        pub fn to_pytorch(&self) -> #krate::PytorchWeights<#elem> {
+            #krate::weights::to_pytorch(
+                &Self::SPEC,
+                self.depthwise_weight.as_flattened().as_flattened(),
+                #dw_bias_slice,
+                self.pointwise_weight.as_flattened(),
+                #pw_bias_slice,
+            )
+        }
+
+        /// Depthwise weights indexed `[kh][kw][c·M + m]`: tap `(kh, kw)` of depthwise channel
+        /// `c·M + m`, which reads input channel `c`.
+        #[must_use]
+        pub fn depthwise_weight(&self) -> &#dw {
+            &self.depthwise_weight
+        }
+
+        /// Depthwise weights, mutably; see [`Self::depthwise_weight`].
+        pub fn depthwise_weight_mut(&mut self) -> &mut #dw {
+            &mut self.depthwise_weight
+        }
+
+        /// The depthwise bias, one per depthwise channel; `None` unless `bias: both`.
+        #[must_use]
+        pub fn depthwise_bias(&self) -> ::core::option::Option<&#dw_bias_ty> {
+            #dw_bias_get
+        }
+
+        /// The depthwise bias, mutably; `None` unless `bias: both`.
+        pub fn depthwise_bias_mut(&mut self) -> ::core::option::Option<&mut #dw_bias_ty> {
+            #dw_bias_mut
+        }
+
+        /// Pointwise weights indexed `[k][n]`: from depthwise channel `k` to output channel `n`.
+        #[must_use]
+        pub fn pointwise_weight(&self) -> &#pw {
+            &self.pointwise_weight
+        }
+
+        /// Pointwise weights, mutably; see [`Self::pointwise_weight`].
+        pub fn pointwise_weight_mut(&mut self) -> &mut #pw {
+            &mut self.pointwise_weight
+        }
+
+        /// The pointwise bias, one per output channel; `None` with `bias: none`.
+        #[must_use]
+        pub fn pointwise_bias(&self) -> ::core::option::Option<&#pw_bias_ty> {
+            #pw_bias_get
+        }
+
+        /// The pointwise bias, mutably; `None` with `bias: none`.
+        pub fn pointwise_bias_mut(&mut self) -> ::core::option::Option<&mut #pw_bias_ty> {
+            #pw_bias_mut
+        }
+    }
+}
+
+fn stages(ctx: &Ctx<'_>) -> TokenStream {
+    let Ctx {
+        input_ty,
+        depthwise_ty,
+        output_ty,
+        ..
+    } = ctx;
+    quote! {
+        /// Runs both stages.
+        #[must_use]
+        pub fn forward(&self, input: &#input_ty) -> #output_ty {
+            let mut output = <#output_ty>::zeros();
+            self.forward_into(input, &mut output);
+            output
+        }
+
+        /// Runs both stages into `output`, allocating nothing: each depthwise pixel goes
+        /// straight into the pointwise stage without being stored.
+        pub fn forward_into(&self, input: &#input_ty, output: &mut #output_ty) {
+            let output = output.as_array_mut();
+            self.for_each_depthwise_pixel(input.as_array(), |oh, ow, pixel| {
+                output[oh][ow] = self.pointwise_at(pixel);
+            });
+        }
+
+        /// Runs the depthwise stage (with its bias and activation).
+        #[must_use]
+        pub fn depthwise(&self, input: &#input_ty) -> #depthwise_ty {
+            let mut output = <#depthwise_ty>::zeros();
+            self.depthwise_into(input, &mut output);
+            output
+        }
+
+        /// Runs the depthwise stage into `output`, allocating nothing.
+        pub fn depthwise_into(&self, input: &#input_ty, output: &mut #depthwise_ty) {
+            let output = output.as_array_mut();
+            self.for_each_depthwise_pixel(input.as_array(), |oh, ow, pixel| {
+                output[oh][ow] = *pixel;
+            });
+        }
+
+        /// Runs the pointwise stage (with its bias and activation) on a depthwise output.
+        #[must_use]
+        pub fn pointwise(&self, depthwise: &#depthwise_ty) -> #output_ty {
+            let mut output = <#output_ty>::zeros();
+            self.pointwise_into(depthwise, &mut output);
+            output
+        }
+
+        /// Runs the pointwise stage into `output`, allocating nothing.
+        pub fn pointwise_into(&self, depthwise: &#depthwise_ty, output: &mut #output_ty) {
+            let pixels = depthwise.as_array().iter().flatten();
+            for (out, pixel) in output.as_array_mut().iter_mut().flatten().zip(pixels) {
+                *out = self.pointwise_at(pixel);
+            }
+        }
+    }
+}
+
+/// The private kernels: one pointwise pixel, and the depthwise stage as a walk over output
+/// positions that hands each finished pixel to a closure.
+fn kernels(ctx: &Ctx<'_>) -> TokenStream {
+    let layer = ctx.layer;
+    let shape = &layer.shape;
+    let cm = shape.depthwise[2];
+    let n = layer.spec.output_channels;
+    let zero = &ctx.zero;
+    let (cm_lit, n_lit) = (lit(cm), lit(n));
+    let input = ctx.array(&shape.input);
+    let pixel_in = ctx.array(&[cm]);
+    let pixel_out = ctx.array(&[n]);
+    let dw_bias = if layer.spec.bias.depthwise() {
+        quote!(*self.depthwise_bias)
+    } else {
+        quote!([#zero; #cm_lit])
+    };
+    let pw_bias = if layer.spec.bias.pointwise() {
+        quote!(*self.pointwise_bias)
+    } else {
+        quote!([#zero; #n_lit])
+    };
+    let pw_activation = ctx.activation(layer.pointwise_activation);
+    let walk = match &ctx.plan.depthwise {
+        Depthwise::Unrolled => unrolled(ctx),
+        Depthwise::InteriorBorder {
+            rows,
+            cols,
+            unroll_window,
+        } => interior_border(ctx, rows, cols, *unroll_window),
+    };
+    quote! {
+        #[inline(always)]
+        fn pointwise_at(&self, pixel: &#pixel_in) -> #pixel_out {
+            let mut acc = #pw_bias;
+            __sep::pointwise_pixel(&mut acc, pixel, &self.pointwise_weight);
+            #pw_activation
+            acc
+        }
+
+        /// Computes every depthwise output pixel and hands it to `pixel(oh, ow, channels)`.
+        #[inline(always)]
+        fn for_each_depthwise_pixel(
+            &self,
+            x: &#input,
+            mut pixel: impl FnMut(usize, usize, &#pixel_in),
+        ) {
+            let w = &*self.depthwise_weight;
+            let bias = #dw_bias;
+            #walk
+        }
+    }
+}
+
+/// One tap: `acc += x[row][col] * w[kh][kw]`, over all channels.
+fn tap(
+    ctx: &Ctx<'_>,
+    row: &TokenStream,
+    col: &TokenStream,
+    kh: &TokenStream,
+    kw: &TokenStream,
+) -> TokenStream {
+    let spec = &ctx.layer.spec;
+    if spec.multiplier == 1 {
+        quote!(__sep::depthwise_tap(&mut acc, &x[#row][#col], &w[#kh][#kw]);)
+    } else {
+        let elem = &ctx.elem;
+        let (c, m, cm) = (
+            lit(spec.input[2]),
+            lit(spec.multiplier),
+            lit(ctx.layer.shape.depthwise[2]),
+        );
+        quote!(__sep::depthwise_tap_multiplier::<#elem, #c, #m, #cm>(&mut acc, &x[#row][#col], &w[#kh][#kw]);)
+    }
+}
+
+/// Every output position its own block with literal indices and only its in-bounds taps.
+fn unrolled(ctx: &Ctx<'_>) -> TokenStream {
+    let Plan { rows, cols, .. } = &ctx.plan;
+    let activation = ctx.activation(ctx.layer.depthwise_activation);
+    let mut blocks = TokenStream::new();
+    for oh in 0..rows.output {
+        for ow in 0..cols.output {
+            let mut taps = TokenStream::new();
+            for kh in rows.taps(oh) {
+                for kw in cols.taps(ow) {
+                    // In bounds, hence non-negative: `taps` admits only such taps.
+                    let row = lit(
+                        (oh * rows.stride + kh * rows.dilation).saturating_sub(rows.pad_before)
+                    );
+                    let col = lit(
+                        (ow * cols.stride + kw * cols.dilation).saturating_sub(cols.pad_before)
+                    );
+                    let (kh, kw) = (lit(kh), lit(kw));
+                    taps.extend(tap(
+                        ctx,
+                        &quote!(#row),
+                        &quote!(#col),
+                        &quote!(#kh),
+                        &quote!(#kw),
+                    ));
+                }
+            }
+            let (oh, ow) = (lit(oh), lit(ow));
+            blocks.extend(quote! {
+                {
+                    let mut acc = bias;
+                    #taps
+                    #activation
+                    pixel(#oh, #ow, &acc);
+                }
+            });
+        }
+    }
+    blocks
+}
+
+/// `o * stride + offset` for a loop variable, written as simply as the literals allow.
+fn position(var: &TokenStream, stride: usize, offset: isize) -> TokenStream {
+    let base = if stride == 1 {
+        var.clone()
+    } else {
+        let s = lit(stride);
+        quote!(#var * #s)
+    };
+    let magnitude = lit(offset.unsigned_abs());
+    match offset.signum() {
+        1 => quote!(#base + #magnitude),
+        -1 => quote!(#base - #magnitude),
+        _ => base,
+    }
+}
+
+/// `o * stride + k * dilation - pad` for loop variables `o` and `k`; never negative for a tap
+/// that `tap_range` admits, and evaluated left to right so no step underflows.
+fn rolled_position(o: &TokenStream, k: &TokenStream, axis: &AxisPlan) -> TokenStream {
+    let base = position(o, axis.stride, 0);
+    let tap = position(k, axis.dilation, 0);
+    if axis.pad_before == 0 {
+        quote!(#base + #tap)
+    } else {
+        let pad = lit(axis.pad_before);
+        quote!(#base + #tap - #pad)
+    }
+}
+
+/// A window with tap loops over `kh in rows`, `kw in cols` (token ranges).
+fn rolled_window(ctx: &Ctx<'_>, kh_range: &TokenStream, kw_range: &TokenStream) -> TokenStream {
+    let Plan { rows, cols, .. } = &ctx.plan;
+    let (oh, ow, kh, kw) = (quote!(oh), quote!(ow), quote!(kh), quote!(kw));
+    let row = rolled_position(&oh, &kh, rows);
+    let col = rolled_position(&ow, &kw, cols);
+    let tap = tap(ctx, &row, &col, &kh, &kw);
+    quote! {
+        for kh in #kh_range {
+            for kw in #kw_range {
+                #tap
+            }
+        }
+    }
+}
+
+fn interior_border(
+    ctx: &Ctx<'_>,
+    interior_rows: &std::ops::Range<usize>,
+    interior_cols: &std::ops::Range<usize>,
+    unroll_window: bool,
+) -> TokenStream {
+    let Plan { rows, cols, .. } = &ctx.plan;
+    let activation = ctx.activation(ctx.layer.depthwise_activation);
+    let (oh, ow) = (quote!(oh), quote!(ow));
+    let has_interior = !interior_rows.is_empty() && !interior_cols.is_empty();
+    let (r0, r1, c0, c1) = (
+        lit(interior_rows.start),
+        lit(interior_rows.end),
+        lit(interior_cols.start),
+        lit(interior_cols.end),
+    );
+
+    let interior = has_interior.then(|| {
+        let window = if unroll_window {
+            let mut taps = TokenStream::new();
+            for kh in 0..rows.kernel {
+                for kw in 0..cols.kernel {
+                    let row = position(&oh, rows.stride, rows.offset(kh));
+                    let col = position(&ow, cols.stride, cols.offset(kw));
+                    let (kh, kw) = (lit(kh), lit(kw));
+                    taps.extend(tap(ctx, &row, &col, &quote!(#kh), &quote!(#kw)));
+                }
+            }
+            taps
+        } else {
+            let (kh, kw) = (lit(rows.kernel), lit(cols.kernel));
+            rolled_window(ctx, &quote!(0..#kh), &quote!(0..#kw))
+        };
+        quote! {
+            // Interior: every tap of the window is inside the input.
+            for oh in #r0..#r1 {
+                for ow in #c0..#c1 {
+                    let mut acc = bias;
+                    #window
+                    #activation
+                    pixel(oh, ow, &acc);
+                }
+            }
+        }
+    });
+
+    let covers_all =
+        has_interior && interior_rows.len() == rows.output && interior_cols.len() == cols.output;
+    let border = (!covers_all).then(|| {
+        let (oh_n, ow_n) = (lit(rows.output), lit(cols.output));
+        let row_taps = axis_taps(&oh, rows);
+        let col_taps = axis_taps(&ow, cols);
+        let window = rolled_window(
+            ctx,
+            &quote!(row_taps.0..row_taps.1),
+            &quote!(col_taps.0..col_taps.1),
+        );
+        let skip = has_interior.then(|| {
+            quote! {
+                if interior_row && (#c0..#c1).contains(&ow) {
+                    continue;
+                }
+            }
+        });
+        let interior_row =
+            has_interior.then(|| quote!(let interior_row = (#r0..#r1).contains(&oh);));
+        quote! {
+            // Border: positions whose window overlaps the padding, with the taps inside the input.
+            for oh in 0..#oh_n {
+                let row_taps = #row_taps;
+                #interior_row
+                for ow in 0..#ow_n {
+                    #skip
+                    let col_taps = #col_taps;
+                    let mut acc = bias;
+                    #window
+                    #activation
+                    pixel(oh, ow, &acc);
+                }
+            }
+        }
+    });
+    quote!(#interior #border)
+}
+
+fn axis_taps(var: &TokenStream, axis: &AxisPlan) -> TokenStream {
+    let (s, d, p, i, k) = (
+        lit(axis.stride),
+        lit(axis.dilation),
+        lit(axis.pad_before),
+        lit(axis.input),
+        lit(axis.kernel),
+    );
+    quote!(__sep::tap_range(#var, #s, #d, #p, #i, #k))
+}
+
+fn trait_impl(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
+    let Ctx {
+        krate,
+        elem,
+        input_ty,
+        depthwise_ty,
+        output_ty,
+        ..
+    } = ctx;
+    let name = &header.name;
+    quote! {
+        impl #krate::Layer for #name {
+            type Elem = #elem;
+            type Input = #input_ty;
+            type Depthwise = #depthwise_ty;
+            type Output = #output_ty;
+
+            const NAME: &'static str = #name::NAME;
+            const SPEC: #krate::LayerSpec = #name::SPEC;
+            const SHAPE: #krate::LayerShape = #name::SHAPE;
+            const DEPTHWISE_ACTIVATION: #krate::Activation = #name::DEPTHWISE_ACTIVATION;
+            const POINTWISE_ACTIVATION: #krate::Activation = #name::POINTWISE_ACTIVATION;
+
+            fn zeroed() -> Self {
+                #name::zeroed()
+            }
+
+            fn from_pytorch(
+                dw_weight: &[#elem],
+                dw_bias: ::core::option::Option<&[#elem]>,
+                pw_weight: &[#elem],
+                pw_bias: ::core::option::Option<&[#elem]>,
+            ) -> ::core::result::Result<Self, #krate::Error> {
+                #name::from_pytorch(dw_weight, dw_bias, pw_weight, pw_bias)
+            }
+
+            fn to_pytorch(&self) -> #krate::PytorchWeights<#elem> {
+                #name::to_pytorch(self)
+            }
+
+            fn forward(&self, input: &#input_ty) -> #output_ty {
+                #name::forward(self, input)
+            }
+
+            fn forward_into(&self, input: &#input_ty, output: &mut #output_ty) {
+                #name::forward_into(self, input, output)
+            }
+
+            fn depthwise(&self, input: &#input_ty) -> #depthwise_ty {
+                #name::depthwise(self, input)
+            }
+
+            fn pointwise(&self, depthwise: &#depthwise_ty) -> #output_ty {
+                #name::pointwise(self, depthwise)
+            }
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! Validation: from the parsed entries to a [`Layer`] of plain shapes, or spanned errors.
+//!
+//! Every rule that rejects input lives here, with an example of what it rejects. The shape
+//! arithmetic itself is `separable-shape`'s; this module maps its errors onto the tokens that
+//! caused them.
+
+use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
+use separable_shape::{Activation, Bias, Dim, LayerShape, LayerSpec, Padding, ShapeError};
+use syn::{Error, Ident};
+
+use crate::ast::{Entry, Invocation, Size, Value};
+
+/// The largest number of elements of any one tensor or weight array.
+///
+/// Beyond it a layer could not be allocated on common targets, and the emitted array types
+/// would be rejected by rustc with a less helpful message.
+pub(crate) const MAX_ELEMENTS: usize = 1 << 32;
+
+/// A validated layer: only integers and enums, everything derived already computed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Layer {
+    pub(crate) spec: LayerSpec,
+    pub(crate) shape: LayerShape,
+    pub(crate) dtype: Dtype,
+    pub(crate) depthwise_activation: Activation,
+    pub(crate) pointwise_activation: Activation,
+}
+
+/// The element type of tensors and weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dtype {
+    F32,
+    F64,
+}
+
+/// The keys of an invocation, in the order the README documents them.
+const KEYS: &[&str] = &[
+    "input",
+    "output",
+    "kernel",
+    "stride",
+    "dilation",
+    "padding",
+    "multiplier",
+    "bias",
+    "activation",
+    "depthwise_activation",
+    "pointwise_activation",
+    "dtype",
+];
+
+/// Collects errors so that every mistake of an invocation is reported in one pass.
+#[derive(Default)]
+struct Errors(Option<Error>);
+
+impl Errors {
+    fn push(&mut self, error: Error) {
+        match &mut self.0 {
+            Some(first) => first.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    /// Keeps the value or records the error.
+    fn ok<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        result.map_err(|e| self.push(e)).ok()
+    }
+}
+
+/// The entries by key, each at most once.
+#[derive(Default)]
+struct Entries<'a> {
+    by_key: Vec<(&'static str, &'a Entry)>,
+}
+
+impl<'a> Entries<'a> {
+    fn get(&self, key: &str) -> Option<&'a Entry> {
+        self.by_key.iter().find(|(k, _)| *k == key).map(|(_, e)| *e)
+    }
+}
+
+impl Layer {
+    /// Validates an invocation; on failure returns every error found, combined.
+    pub(crate) fn from_ast(invocation: &Invocation) -> syn::Result<Layer> {
+        let mut errors = Errors::default();
+        for error in &invocation.errors {
+            errors.push(error.clone());
+        }
+        let entries = index_entries(&invocation.entries, &mut errors);
+        let layer = validate(&entries, invocation.header.name.span(), &mut errors);
+        match (errors.0, layer) {
+            (None, Some(layer)) => Ok(layer),
+            (Some(error), _) => Err(error),
+            (None, None) => Err(Error::new(
+                invocation.header.body_span,
+                "invalid layer description",
+            )),
+        }
+    }
+}
+
+/// Rejects unknown and repeated keys: `kernal: 3` (did you mean `kernel`?), `kernel` twice.
+fn index_entries<'a>(entries: &'a [Entry], errors: &mut Errors) -> Entries<'a> {
+    let mut index = Entries::default();
+    for entry in entries {
+        let key = entry.key.to_string();
+        let Some(&known) = KEYS.iter().find(|k| **k == key) else {
+            let message = match suggest(&key, KEYS) {
+                Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
+                None => format!("unknown key `{key}`; expected one of {}", list(KEYS)),
+            };
+            errors.push(Error::new(entry.key.span(), message));
+            continue;
+        };
+        if index.get(known).is_some() {
+            errors.push(Error::new(
+                entry.key.span(),
+                format!("duplicate key `{key}`"),
+            ));
+            continue;
+        }
+        index.by_key.push((known, entry));
+    }
+    index
+}
+
+fn validate(entries: &Entries<'_>, name_span: Span, errors: &mut Errors) -> Option<Layer> {
+    // `input: 5 x 5` (two sizes) / `input: 5 x 0 x 3` (zero)
+    let input = if let Some(entry) = entries.get("input") {
+        errors.ok(sizes::<3>(entry, "`H x W x C`, e.g. `5 x 5 x 3`"))
+    } else {
+        errors.push(Error::new(
+            name_span,
+            "missing `input`; add e.g. `input: 5 x 5 x 3` (height x width x channels)",
+        ));
+        None
+    };
+    // `output: 4 x 4`
+    let output = if let Some(entry) = entries.get("output") {
+        errors.ok(sizes::<1>(entry, "the number of output channels, e.g. `4`"))
+    } else {
+        errors.push(Error::new(
+            name_span,
+            "missing `output`; add e.g. `output: 4` (pointwise output channels)",
+        ));
+        None
+    };
+    // `kernel: 0`, `stride: 1 x 2 x 3`
+    let mut pair = |key, default| match entries.get(key) {
+        Some(entry) => errors.ok(one_or_two(entry)),
+        None => Some(default),
+    };
+    let kernel = pair("kernel", [3, 3]);
+    let stride = pair("stride", [1, 1]);
+    let dilation = pair("dilation", [1, 1]);
+    let multiplier = match entries.get("multiplier") {
+        Some(entry) => errors.ok(sizes::<1>(entry, "a depth multiplier, e.g. `2`").map(|[m]| m)),
+        None => Some(1),
+    };
+    let padding = match entries.get("padding") {
+        Some(entry) => errors.ok(padding(entry)),
+        None => Some(Padding::Valid),
+    };
+    let bias = match entries.get("bias") {
+        Some(entry) => errors.ok(word(
+            entry,
+            "bias",
+            &[
+                ("none", Bias::None),
+                ("pointwise", Bias::Pointwise),
+                ("both", Bias::Both),
+            ],
+        )),
+        None => Some(Bias::None),
+    };
+    let dtype = match entries.get("dtype") {
+        Some(entry) => errors.ok(word(
+            entry,
+            "dtype",
+            &[("f32", Dtype::F32), ("f64", Dtype::F64)],
+        )),
+        None => Some(Dtype::F32),
+    };
+    let (depthwise_activation, pointwise_activation) = activations(entries, errors);
+
+    let spec = LayerSpec {
+        input: input?,
+        output_channels: output?[0],
+        kernel: kernel?,
+        stride: stride?,
+        dilation: dilation?,
+        multiplier: multiplier?,
+        padding: padding?,
+        bias: bias?,
+    };
+    let shape = errors.ok(shape(&spec, entries))?;
+    Some(Layer {
+        spec,
+        shape,
+        dtype: dtype?,
+        depthwise_activation: depthwise_activation?,
+        pointwise_activation: pointwise_activation?,
+    })
+}
+
+/// `activation` sets both stages; the per-stage keys set one. Both forms at once are ambiguous:
+/// `activation: relu, depthwise_activation: relu6`.
+fn activations(
+    entries: &Entries<'_>,
+    errors: &mut Errors,
+) -> (Option<Activation>, Option<Activation>) {
+    const WORDS: &[(&str, Activation)] = &[
+        ("none", Activation::None),
+        ("relu", Activation::Relu),
+        ("relu6", Activation::Relu6),
+    ];
+    let mut read = |key: &str| entries.get(key).map(|e| errors.ok(word(e, key, WORDS)));
+    let both = read("activation");
+    let depthwise = read("depthwise_activation");
+    let pointwise = read("pointwise_activation");
+    if both.is_some() {
+        for key in ["depthwise_activation", "pointwise_activation"] {
+            if let Some(entry) = entries.get(key) {
+                errors.push(Error::new(
+                    entry.key.span(),
+                    format!("`{key}` conflicts with `activation`, which sets both stages; give either `activation` or the per-stage keys"),
+                ));
+            }
+        }
+    }
+    let pick = |stage: Option<Option<Activation>>| match (stage, both) {
+        (Some(stage), _) => stage,
+        (None, Some(both)) => both,
+        (None, None) => Some(Activation::None),
+    };
+    (pick(depthwise), pick(pointwise))
+}
+
+/// Exactly `N` sizes, none zero.
+fn sizes<const N: usize>(entry: &Entry, expected: &str) -> syn::Result<[usize; N]> {
+    let key = &entry.key;
+    let sizes = match &entry.value {
+        Value::Sizes(sizes) => sizes,
+        Value::Word(word) => {
+            return Err(Error::new(
+                word.span(),
+                format!("`{key}` takes {expected}, found `{word}`"),
+            ));
+        }
+    };
+    if sizes.sizes.len() != N {
+        let found = sizes.sizes.len();
+        return Err(Error::new_spanned(
+            &sizes.tokens,
+            format!(
+                "`{key}` takes {expected}; found {found} size{}",
+                if found == 1 { "" } else { "s" }
+            ),
+        ));
+    }
+    let mut out = [0; N];
+    for (slot, size) in out.iter_mut().zip(&sizes.sizes) {
+        *slot = nonzero(key, *size)?;
+    }
+    Ok(out)
+}
+
+/// `K` (square) or `KH x KW`, none zero: kernel, stride and dilation.
+fn one_or_two(entry: &Entry) -> syn::Result<[usize; 2]> {
+    let key = &entry.key;
+    let example = match key.to_string().as_str() {
+        "kernel" => "`K` or `KH x KW`, e.g. `3` or `3 x 5`",
+        "stride" => "`S` or `SH x SW`, e.g. `2` or `2 x 1`",
+        _ => "`D` or `DH x DW`, e.g. `2`",
+    };
+    match &entry.value {
+        Value::Sizes(sizes) if sizes.sizes.len() == 1 => {
+            let v = nonzero(key, sizes.sizes[0])?;
+            Ok([v, v])
+        }
+        Value::Sizes(sizes) if sizes.sizes.len() == 2 => {
+            Ok([nonzero(key, sizes.sizes[0])?, nonzero(key, sizes.sizes[1])?])
+        }
+        Value::Sizes(sizes) => Err(Error::new_spanned(
+            &sizes.tokens,
+            format!("`{key}` takes {example}; found {} sizes", sizes.sizes.len()),
+        )),
+        Value::Word(word) => Err(Error::new(
+            word.span(),
+            format!("`{key}` takes {example}, found `{word}`"),
+        )),
+    }
+}
+
+/// `stride: 0`
+fn nonzero(key: &Ident, size: Size) -> syn::Result<usize> {
+    if size.value == 0 {
+        Err(Error::new(
+            size.span,
+            format!("`{key}` must be at least 1, found 0"),
+        ))
+    } else {
+        Ok(size.value)
+    }
+}
+
+/// `same | valid | P | PH x PW`; zeros are fine here (`padding: 0` is `valid`).
+fn padding(entry: &Entry) -> syn::Result<Padding> {
+    const EXPECTED: &str = "`same`, `valid`, or a size `P` / `PH x PW`";
+    match &entry.value {
+        Value::Word(word) => match word.to_string().as_str() {
+            "same" => Ok(Padding::Same),
+            "valid" => Ok(Padding::Valid),
+            other => Err(unknown_word(
+                word,
+                "padding",
+                other,
+                &["same", "valid"],
+                EXPECTED,
+            )),
+        },
+        Value::Sizes(sizes) => match sizes.sizes.as_slice() {
+            [p] => Ok(Padding::Explicit {
+                height: p.value,
+                width: p.value,
+            }),
+            [h, w] => Ok(Padding::Explicit {
+                height: h.value,
+                width: w.value,
+            }),
+            more => Err(Error::new_spanned(
+                &sizes.tokens,
+                format!("`padding` takes {EXPECTED}; found {} sizes", more.len()),
+            )),
+        },
+    }
+}
+
+/// One of a fixed set of words: `bias: pointwize` (did you mean `pointwise`?).
+fn word<T: Copy>(entry: &Entry, what: &str, words: &[(&str, T)]) -> syn::Result<T> {
+    let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
+    let expected = list(&names);
+    match &entry.value {
+        Value::Word(word) => {
+            let text = word.to_string();
+            match words.iter().find(|(w, _)| *w == text) {
+                Some((_, value)) => Ok(*value),
+                None => Err(unknown_word(word, what, &text, &names, &expected)),
+            }
+        }
+        Value::Sizes(sizes) => Err(Error::new_spanned(
+            &sizes.tokens,
+            format!("`{}` takes one of {expected}", entry.key),
+        )),
+    }
+}
+
+fn unknown_word(word: &Ident, what: &str, text: &str, words: &[&str], expected: &str) -> Error {
+    let hint = suggest(text, words)
+        .map(|near| format!("; did you mean `{near}`?"))
+        .unwrap_or_default();
+    Error::new(
+        word.span(),
+        format!("unknown {what} `{text}`; expected {expected}{hint}"),
+    )
+}
+
+/// Maps the shape arithmetic's errors onto the tokens that caused them.
+fn shape(spec: &LayerSpec, entries: &Entries<'_>) -> syn::Result<LayerShape> {
+    let tokens_of = |key: &str| entries.get(key).map(|e| e.value.tokens());
+    let input_tokens = || tokens_of("input").unwrap_or_else(TokenStream::new);
+    let shape = spec.shape().map_err(|error| match error {
+        // `input: 5 x 2 x 3, kernel: 3` with `valid` padding: no output column fits.
+        ShapeError::EmptyOutput {
+            dim,
+            padded_input,
+            effective_kernel,
+        } => {
+            let (k, d) = match dim {
+                Dim::Height => (spec.kernel[0], spec.dilation[0]),
+                Dim::Width => (spec.kernel[1], spec.dilation[1]),
+            };
+            let extent = if d == 1 {
+                format!("{effective_kernel}")
+            } else {
+                format!("{effective_kernel} (({k} - 1) x dilation {d} + 1)")
+            };
+            let what = if padded_input == spec.input[dim_index(dim)] {
+                format!("the input {} is {padded_input}", dim.name())
+            } else {
+                format!("the padded input {} is {padded_input}", dim.name())
+            };
+            let message = format!(
+                "the kernel does not fit: {what} but the kernel spans {extent}, so the output {} would be {padded_input} - {effective_kernel} + 1 = {}; use `padding: same`, a smaller kernel or a larger input",
+                dim.name(),
+                padded_input.cast_signed() - effective_kernel.cast_signed() + 1
+            );
+            spanned(tokens_of("kernel").unwrap_or_else(input_tokens), message)
+        }
+        ShapeError::Overflow { quantity } => spanned(
+            input_tokens(),
+            format!("the layer's {quantity} overflows `usize`; use smaller sizes"),
+        ),
+        ShapeError::Zero { quantity } => {
+            spanned(input_tokens(), format!("{quantity} must be at least 1"))
+        }
+    })?;
+    for (what, elements, key) in [
+        ("input", shape.input_len, "input"),
+        ("depthwise output", shape.depthwise_len, "input"),
+        ("output", shape.output_len, "output"),
+        ("depthwise weight", shape.depthwise_weights, "kernel"),
+        ("pointwise weight", shape.pointwise_weights, "output"),
+    ] {
+        if elements > MAX_ELEMENTS {
+            let tokens = tokens_of(key).unwrap_or_else(input_tokens);
+            return Err(spanned(
+                tokens,
+                format!(
+                    "the {what} would have {elements} elements; the limit per tensor is {MAX_ELEMENTS} (2^32)"
+                ),
+            ));
+        }
+    }
+    Ok(shape)
+}
+
+fn dim_index(dim: Dim) -> usize {
+    match dim {
+        Dim::Height => 0,
+        Dim::Width => 1,
+    }
+}
+
+fn spanned(tokens: impl ToTokens, message: String) -> Error {
+    let tokens = tokens.into_token_stream();
+    if tokens.is_empty() {
+        Error::new(Span::call_site(), message)
+    } else {
+        Error::new_spanned(tokens, message)
+    }
+}
+
+/// The nearest of `candidates` to a misspelling, if it is near enough to be a typo.
+fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
+        .filter(|(distance, c)| *distance <= 2.max(c.len() / 3))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
+}
+
+/// `` `a`, `b` or `c` ``.
+fn list(words: &[&str]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.concat(),
+    }
+}

@@ -1,0 +1,266 @@
+//! The unroll policy: which output positions get straight-line code and which get loops.
+//!
+//! Two layouts of the depthwise stage, chosen per layer so the emitted code stays bounded:
+//!
+//! * **Unrolled** (tiny layers such as the seed): every output position is its own block
+//!   holding exactly the taps that land inside the input, all indices literal. Chosen when the
+//!   layer has at most [`UNROLL_POSITIONS`] output positions and at most [`UNROLL_TAPS`] taps in
+//!   total.
+//! * **Interior and border** (everything else): the interior, where every tap of the window is
+//!   inside the input, is a loop over positions whose body is the `KH x KW` window unrolled with
+//!   literal offsets (no bounds tests, no padding branches; rolled instead if the window has more
+//!   than [`UNROLL_WINDOW`] taps). The border, the few positions whose window overlaps the
+//!   padding, is one loop that asks `tap_range` for the taps inside the input.
+//!
+//! Either way the emitted size is bounded by a constant independent of the image size, so a
+//! 112 x 112 x 32 layer and a 7 x 7 x 1024 one expand to the same few dozen lines.
+
+use std::ops::Range;
+
+use separable_shape::{Axis, LayerSpec, tap_range};
+
+/// Largest number of output positions (`OH * OW`) that are unrolled one by one.
+pub(crate) const UNROLL_POSITIONS: usize = 64;
+/// Largest number of tap statements an unrolled layer may emit.
+pub(crate) const UNROLL_TAPS: usize = 256;
+/// Largest window (`KH * KW`) whose taps are unrolled in the interior loop.
+pub(crate) const UNROLL_WINDOW: usize = 64;
+
+/// One spatial dimension as the code generator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AxisPlan {
+    pub(crate) input: usize,
+    pub(crate) output: usize,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) dilation: usize,
+    pub(crate) pad_before: usize,
+}
+
+impl AxisPlan {
+    pub(crate) fn new(
+        axis: Axis,
+        input: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> Self {
+        AxisPlan {
+            input,
+            output: axis.output,
+            kernel,
+            stride,
+            dilation,
+            pad_before: axis.pad_before,
+        }
+    }
+
+    /// The taps of output position `o` that land inside the input.
+    pub(crate) fn taps(&self, o: usize) -> Range<usize> {
+        let (lo, hi) = tap_range(
+            o,
+            self.stride,
+            self.dilation,
+            self.pad_before,
+            self.input,
+            self.kernel,
+        );
+        lo..hi
+    }
+
+    /// Input position of tap `k` at output `o`, relative to `o * stride`: `k * dilation - pad`.
+    pub(crate) fn offset(&self, k: usize) -> isize {
+        (k * self.dilation).cast_signed() - self.pad_before.cast_signed()
+    }
+
+    /// The output positions whose every tap is inside the input; empty if there are none.
+    ///
+    /// From `o * stride >= pad_before` and
+    /// `o * stride + (kernel - 1) * dilation - pad_before <= input - 1`.
+    pub(crate) fn interior(&self) -> Range<usize> {
+        let lo = self.pad_before.div_ceil(self.stride);
+        let reach = (self.kernel - 1) * self.dilation;
+        let limit = self.input - 1 + self.pad_before;
+        if limit < reach {
+            return 0..0;
+        }
+        let hi = ((limit - reach) / self.stride + 1).min(self.output);
+        if lo < hi { lo..hi } else { 0..0 }
+    }
+
+    /// The number of in-bounds taps summed over all output positions.
+    fn total_taps(&self) -> usize {
+        (0..self.output).map(|o| self.taps(o).len()).sum()
+    }
+}
+
+/// How the depthwise stage of a layer is laid out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Depthwise {
+    /// Every output position its own block.
+    Unrolled,
+    /// An interior loop and a border loop.
+    InteriorBorder {
+        rows: Range<usize>,
+        cols: Range<usize>,
+        /// Whether the interior's window is written tap by tap.
+        unroll_window: bool,
+    },
+}
+
+/// The plan for one layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) rows: AxisPlan,
+    pub(crate) cols: AxisPlan,
+    pub(crate) depthwise: Depthwise,
+}
+
+impl Plan {
+    pub(crate) fn new(spec: &LayerSpec, rows: Axis, cols: Axis) -> Plan {
+        let rows = AxisPlan::new(
+            rows,
+            spec.input[0],
+            spec.kernel[0],
+            spec.stride[0],
+            spec.dilation[0],
+        );
+        let cols = AxisPlan::new(
+            cols,
+            spec.input[1],
+            spec.kernel[1],
+            spec.stride[1],
+            spec.dilation[1],
+        );
+        let tiny = rows.output.saturating_mul(cols.output) <= UNROLL_POSITIONS
+            && rows.total_taps().saturating_mul(cols.total_taps()) <= UNROLL_TAPS;
+        let depthwise = if tiny {
+            Depthwise::Unrolled
+        } else {
+            Depthwise::InteriorBorder {
+                rows: rows.interior(),
+                cols: cols.interior(),
+                unroll_window: rows.kernel.saturating_mul(cols.kernel) <= UNROLL_WINDOW,
+            }
+        };
+        Plan {
+            rows,
+            cols,
+            depthwise,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use separable_shape::Padding;
+
+    fn plan(spec: LayerSpec) -> Plan {
+        let shape = spec.shape().unwrap();
+        Plan::new(&spec, shape.rows, shape.cols)
+    }
+
+    /// `interior()` is exactly the set of positions whose taps are all inside the input.
+    #[test]
+    fn interior_matches_a_scan_of_tap_ranges() {
+        for input in 1..12 {
+            for kernel in 1..6 {
+                for stride in 1..4 {
+                    for dilation in 1..3 {
+                        for padding in [
+                            Padding::Valid,
+                            Padding::Same,
+                            Padding::Explicit {
+                                height: 2,
+                                width: 0,
+                            },
+                        ] {
+                            let spec = LayerSpec::new([input, input, 1], 1)
+                                .with_kernel([kernel, kernel])
+                                .with_stride([stride, stride])
+                                .with_dilation([dilation, dilation])
+                                .with_padding(padding);
+                            let Ok(shape) = spec.shape() else { continue };
+                            let axis = AxisPlan::new(shape.rows, input, kernel, stride, dilation);
+                            let full: Vec<usize> = (0..axis.output)
+                                .filter(|&o| axis.taps(o) == (0..kernel))
+                                .collect();
+                            let interior: Vec<usize> = axis.interior().collect();
+                            assert_eq!(interior, full, "{spec:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_seed_is_unrolled() {
+        let p = plan(LayerSpec::new([5, 5, 3], 4).with_padding(Padding::Same));
+        assert_eq!(p.depthwise, Depthwise::Unrolled);
+        // 2 + 3 + 3 + 3 + 2 in-bounds taps per axis.
+        assert_eq!(p.rows.total_taps(), 13);
+    }
+
+    #[test]
+    fn mobilenet_layers_loop_over_the_interior() {
+        let p = plan(LayerSpec::new([112, 112, 32], 64).with_padding(Padding::Same));
+        assert_eq!(
+            p.depthwise,
+            Depthwise::InteriorBorder {
+                rows: 1..111,
+                cols: 1..111,
+                unroll_window: true
+            }
+        );
+        // Stride 2 with TF SAME pads only after: row 0 is already interior.
+        let p = plan(
+            LayerSpec::new([112, 112, 64], 128)
+                .with_stride([2, 2])
+                .with_padding(Padding::Same),
+        );
+        assert_eq!(
+            p.depthwise,
+            Depthwise::InteriorBorder {
+                rows: 0..55,
+                cols: 0..55,
+                unroll_window: true
+            }
+        );
+    }
+
+    #[test]
+    fn large_windows_are_rolled() {
+        let p = plan(
+            LayerSpec::new([40, 40, 1], 1)
+                .with_kernel([9, 9])
+                .with_padding(Padding::Same),
+        );
+        assert!(matches!(
+            p.depthwise,
+            Depthwise::InteriorBorder {
+                unroll_window: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn padding_wider_than_the_kernel_leaves_no_interior() {
+        let p = plan(
+            LayerSpec::new([2, 20, 1], 1)
+                .with_padding(Padding::Explicit {
+                    height: 5,
+                    width: 0,
+                })
+                .with_kernel([3, 3]),
+        );
+        let Depthwise::InteriorBorder { rows, .. } = p.depthwise else {
+            panic!("expected loops for {p:?}")
+        };
+        // Rows 0..=2 and 7..=9 see only padding, and no row has all three taps inside 2 rows.
+        assert!(rows.is_empty());
+        assert_eq!(p.rows.taps(0), 0..0);
+    }
+}
