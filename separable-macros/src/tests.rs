@@ -1,1 +1,268 @@
-//! Unit tests of the whole pipeline on `proc_macro2` tokens, outside the compiler.
+//! Tests of the whole pipeline on `proc_macro2` tokens, outside the compiler: the committed
+//! expansion snapshot, the bound on emitted size, error messages, and that no input panics.
+
+use std::path::PathBuf;
+
+use proc_macro2::{TokenStream, TokenTree};
+use quote::quote;
+
+use crate::ast::Invocation;
+use crate::model::{Dtype, Layer};
+
+fn tokens(src: &str) -> TokenStream {
+    src.parse().expect("test input lexes")
+}
+
+/// The expansion pretty-printed, as a reviewer reads it.
+fn expand_pretty(src: &str) -> String {
+    let out = crate::expand(&quote!(::separable), tokens(src));
+    let file: syn::File = syn::parse2(out).expect("the expansion is a Rust file");
+    prettyplease::unparse(&file)
+}
+
+/// Validates an invocation and returns the layer or the error messages.
+fn validate(src: &str) -> Result<Layer, Vec<String>> {
+    let invocation: Invocation = syn::parse2(tokens(src)).map_err(|e| vec![e.to_string()])?;
+    Layer::from_ast(&invocation).map_err(|e| e.into_iter().map(|e| e.to_string()).collect())
+}
+
+fn errors(src: &str) -> Vec<String> {
+    match validate(src) {
+        Ok(layer) => panic!("expected an error for {src}, got {layer:?}"),
+        Err(errors) => errors,
+    }
+}
+
+const SEED: &str = "
+    /// The seed layer of the README.
+    #[derive(Clone, Debug)]
+    pub struct Seed { input: 5 x 5 x 3, output: 4, kernel: 3 x 3, padding: same }
+";
+
+/// A MobileNet v1 block: interior and border loops instead of one block per pixel.
+const MOBILENET_BLOCK: &str = "
+    /// MobileNet v1, block 2.
+    pub struct Block2 {
+        input: 112 x 112 x 64, output: 128, stride: 2, padding: same, bias: both, activation: relu
+    }
+";
+
+/// Compares an expansion with `separable-macros/tests/expand/<name>.expanded.rs`;
+/// `SNAPSHOTS=overwrite cargo test -p separable-macros` rewrites the files.
+fn check_snapshot(name: &str, src: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/expand")
+        .join(format!("{name}.expanded.rs"));
+    let actual = expand_pretty(src);
+    if std::env::var_os("SNAPSHOTS").is_some_and(|v| v == "overwrite") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "the expansion of {name} changed; review it with `SNAPSHOTS=overwrite cargo test -p separable-macros` and `git diff`\n{actual}"
+    );
+}
+
+#[test]
+fn seed_expansion_matches_the_snapshot() {
+    check_snapshot("seed", SEED);
+}
+
+#[test]
+fn mobilenet_block_expansion_matches_the_snapshot() {
+    check_snapshot("mobilenet_block2", MOBILENET_BLOCK);
+}
+
+#[test]
+fn defaults_follow_the_readme() {
+    let layer = validate("struct L { input: 5 x 5 x 3, output: 4 }").unwrap();
+    let spec = layer.spec;
+    assert_eq!(spec.kernel, [3, 3]);
+    assert_eq!(spec.stride, [1, 1]);
+    assert_eq!(spec.dilation, [1, 1]);
+    assert_eq!(spec.multiplier, 1);
+    assert_eq!(spec.padding, separable_shape::Padding::Valid);
+    assert_eq!(spec.bias, separable_shape::Bias::None);
+    assert_eq!(layer.dtype, Dtype::F32);
+    assert_eq!(layer.shape.output, [3, 3, 4]);
+}
+
+#[test]
+fn every_spelling_of_a_shape_is_accepted() {
+    for input in ["5 x 5 x 3", "5x5x3", "5 x5x3", "5x 5 x3", "5 x 5x3"] {
+        let layer = validate(&format!("struct L {{ input: {input}, output: 4, }}")).unwrap();
+        assert_eq!(layer.spec.input, [5, 5, 3], "{input}");
+    }
+    let layer = validate("struct L { input: 9x9x2, output: 1, kernel: 3x5, stride: 2 x 1, padding: 1x2 }").unwrap();
+    assert_eq!(layer.spec.kernel, [3, 5]);
+    assert_eq!(layer.spec.stride, [2, 1]);
+    assert_eq!(
+        layer.spec.padding,
+        separable_shape::Padding::Explicit { height: 1, width: 2 }
+    );
+}
+
+#[test]
+fn per_stage_activations() {
+    use separable_shape::Activation;
+    let layer = validate("struct L { input: 5x5x3, output: 4, depthwise_activation: relu6 }").unwrap();
+    assert_eq!(layer.depthwise_activation, Activation::Relu6);
+    assert_eq!(layer.pointwise_activation, Activation::None);
+    let layer = validate("struct L { input: 5x5x3, output: 4, activation: relu }").unwrap();
+    assert_eq!((layer.depthwise_activation, layer.pointwise_activation), (Activation::Relu, Activation::Relu));
+}
+
+#[test]
+fn messages_name_the_problem() {
+    let cases: &[(&str, &str)] = &[
+        ("struct L { output: 4 }", "missing `input`"),
+        ("struct L { input: 5x5x3 }", "missing `output`"),
+        ("struct L { input: 5x5x3, output: 4, kernal: 3 }", "unknown key `kernal`; did you mean `kernel`?"),
+        ("struct L { input: 5x5x3, output: 4, output: 5 }", "duplicate key `output`"),
+        ("struct L { input: 5x0x3, output: 4 }", "`input` must be at least 1, found 0"),
+        ("struct L { input: 5x5, output: 4 }", "`input` takes `H x W x C`"),
+        ("struct L { input: 5x5x3x2, output: 4 }", "found 4 sizes"),
+        ("struct L { input: 5.0 x 5 x 3, output: 4 }", "expected a whole number, found `5.0`"),
+        ("struct L { input: -3 x 5 x 3, output: 4 }", "a size cannot be negative"),
+        ("struct L { input: 5 x 5 x, output: 4 }", "expected a size after `x`"),
+        ("struct L { input: 5 * 5 * 3, output: 4 }", "write `x` between sizes"),
+        ("struct L { input: 5x5x3, output: 4, stride: 0 }", "`stride` must be at least 1"),
+        ("struct L { input: 5x5x3, output: 4, padding: sane }", "unknown padding `sane`; expected `same`, `valid`, or a size `P` / `PH x PW`; did you mean `same`?"),
+        ("struct L { input: 5x5x3, output: 4, bias: pointwize }", "did you mean `pointwise`?"),
+        ("struct L { input: 5x5x3, output: 4, dtype: f16 }", "unknown dtype `f16`; expected `f32` or `f64`"),
+        ("struct L { input: 2x5x3, output: 4 }", "the output height would be 2 - 3 + 1 = 0"),
+        ("struct L { input: 5x5x3, output: 4, dilation: 3 }", "the kernel spans 7 ((3 - 1) x dilation 3 + 1)"),
+        ("struct L { input: 99999999999999999999999 x 5 x 3, output: 4 }", "does not fit in `usize`"),
+        ("struct L { input: 18446744073709551615 x 2 x 3, output: 4, padding: same }", "overflows `usize`"),
+        ("struct L { input: 65536 x 65536 x 2, output: 4, padding: same }", "the limit per tensor is 4294967296"),
+        ("struct L { input: 5x5x3 output: 4 }", "expected `,` before `output`"),
+        ("struct L { input: 5x5x3, output: 4, padding: same valid }", "unexpected token after `same`"),
+        ("struct L { input: 5x5x3, output: 4, activation: relu, depthwise_activation: none }", "conflicts with `activation`"),
+        ("struct L { input: 5x5x3, output: 4u8 }", "remove the suffix `u8`"),
+        ("struct L { input: 5x5x3, output: \"4\" }", "expected a size, found `\"4\"`"),
+        ("struct L { input:, output: 4 }", "expected a value after `input:`"),
+        ("struct L { input 5x5x3, output: 4 }", "expected `:` after `input`"),
+    ];
+    for (src, expected) in cases {
+        let found = errors(src);
+        assert!(
+            found.iter().any(|m| m.contains(expected)),
+            "{src}\n  expected a message containing: {expected}\n  got: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn all_mistakes_are_reported_at_once() {
+    let found = errors("struct L { input: 5x0x3, kernal: 3, stride: 0, bias: maybe }");
+    assert_eq!(found.len(), 5, "{found:?}"); // zero, unknown key, stride, bias, missing output
+}
+
+#[test]
+fn errors_come_with_a_stub_struct() {
+    let out = crate::expand(&quote!(::separable), tokens("pub struct Broken { input: 5x5x3 }"));
+    let text = out.to_string();
+    assert!(text.contains("pub struct Broken ;"), "{text}");
+    assert!(text.contains("compile_error"), "{text}");
+}
+
+/// The emitted size does not grow with the image: MobileNet v1 layers expand to a bounded
+/// number of lines, however many pixels they have.
+#[test]
+fn expansions_stay_small() {
+    let lines = |src: &str| expand_pretty(src).lines().count();
+    let seed = lines(SEED);
+    let budget = 700;
+    for src in [
+        "struct B { input: 112 x 112 x 32, output: 64, padding: same, bias: both, activation: relu }",
+        "struct B { input: 112 x 112 x 64, output: 128, stride: 2, padding: same }",
+        "struct B { input: 14 x 14 x 512, output: 512, padding: same, multiplier: 3 }",
+        "struct B { input: 7 x 7 x 1024, output: 1024, padding: same }",
+        "struct B { input: 4096 x 4096 x 8, output: 8, kernel: 7, dilation: 2, padding: same }",
+        "struct B { input: 512 x 512 x 1, output: 1, kernel: 31, padding: same }",
+    ] {
+        let n = lines(src);
+        assert!(n <= budget, "{src} expands to {n} lines (budget {budget})");
+    }
+    assert!(seed <= budget, "the seed expands to {seed} lines");
+}
+
+/// A small deterministic generator for the robustness test below.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).unwrap()
+    }
+}
+
+/// Mutated invocations never panic: each yields a Rust file or errors.
+#[test]
+fn mutated_invocations_never_panic() {
+    let seeds = [
+        SEED,
+        "struct L { input: 9x7x2, output: 3, kernel: 3x5, stride: 2x1, dilation: 2, padding: 1x2, multiplier: 2, bias: both, activation: relu6, dtype: f64 }",
+        "struct L { input: 40x40x8, output: 8, kernel: 9, padding: same, depthwise_activation: relu }",
+    ];
+    let spice: Vec<TokenTree> = tokens(
+        "0 1 18446744073709551615 340282366920938463463374607431768211455 0x10 5usize 3.5 -1 \
+         x xx x5x same valid both relu6 f64 input output kernel , : ; { } ( ) [ ] \"s\" 'c' #",
+    )
+    .into_iter()
+    .collect();
+    let mut rng = SplitMix(0x5EED);
+    let (mut tried, mut accepted) = (0, 0);
+    for seed in seeds {
+        let base: Vec<TokenTree> = tokens(seed).into_iter().collect();
+        for _ in 0..1500 {
+            let mut body: Vec<TokenTree> = match base.last() {
+                Some(TokenTree::Group(g)) => g.stream().into_iter().collect(),
+                _ => unreachable!(),
+            };
+            for _ in 0..=rng.below(3) {
+                let i = rng.below(body.len().max(1));
+                match rng.below(4) {
+                    0 if !body.is_empty() => {
+                        body.remove(i);
+                    }
+                    1 if !body.is_empty() => {
+                        let copy = body[i].clone();
+                        body.insert(i, copy);
+                    }
+                    2 if body.len() > 1 => {
+                        let j = rng.below(body.len());
+                        body.swap(i, j);
+                    }
+                    _ => body.insert(i.min(body.len()), spice[rng.below(spice.len())].clone()),
+                }
+            }
+            let mut input: TokenStream = base[..base.len() - 1].iter().cloned().collect();
+            let group = proc_macro2::Group::new(
+                proc_macro2::Delimiter::Brace,
+                body.into_iter().collect(),
+            );
+            input.extend([TokenTree::Group(group)]);
+            let out = crate::expand(&quote!(::separable), input.clone());
+            let file: syn::File = syn::parse2(out.clone())
+                .unwrap_or_else(|e| panic!("not a Rust file ({e}) for input {input}"));
+            tried += 1;
+            if !out.to_string().contains("compile_error") {
+                accepted += 1;
+            }
+            drop(file);
+        }
+    }
+    println!("mutated invocations: {tried} tried, {accepted} accepted");
+    assert!(accepted > 0 && accepted < tried);
+}
