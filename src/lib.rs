@@ -32,7 +32,7 @@
 extern crate std;
 
 pub use separable_runtime::{
-    Activation, Axis, Bias, Dim, Dims, Element, Error, Layer, LayerShape, LayerSpec, Padding,
+    Activation, Axis, Bias, Dim, Dims, Element, Error, Isa, Layer, LayerShape, LayerSpec, Padding,
     PytorchWeights, ShapeError, Tensor, reference, weights,
 };
 

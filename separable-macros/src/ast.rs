@@ -21,6 +21,8 @@ pub(crate) struct Invocation {
     pub(crate) entries: Vec<Entry>,
     /// Errors of entries that could not be parsed; reported with the validation errors.
     pub(crate) errors: Vec<Error>,
+    /// An error after the struct's name (`struct Seed<T> { .. }`): nothing else is checked.
+    pub(crate) header_error: Option<Error>,
 }
 
 /// Everything before the braces: passed through to the generated struct.
@@ -44,6 +46,9 @@ pub(crate) enum Value {
     Sizes(Sizes),
     /// `same`: one word.
     Word(Ident),
+    /// A value that did not parse; its error is in [`Invocation::errors`]. The key is kept so
+    /// the key is not reported missing as well.
+    Invalid(TokenStream),
 }
 
 /// Sizes separated by `x`, with the tokens they came from.
@@ -66,6 +71,7 @@ impl Value {
         match self {
             Value::Sizes(sizes) => sizes.tokens.clone(),
             Value::Word(word) => word.to_token_stream(),
+            Value::Invalid(tokens) => tokens.clone(),
         }
     }
 }
@@ -76,76 +82,134 @@ impl Parse for Invocation {
         let vis: Visibility = input.parse()?;
         input.parse::<Token![struct]>()?;
         let name: Ident = input.parse()?;
+        let mut header = Header {
+            attrs,
+            vis,
+            name,
+            body_span: input.span(),
+        };
+        // From here on, errors still let the expansion emit a stub of the struct.
+        let header_error = |header, error| Invocation {
+            header,
+            entries: Vec::new(),
+            errors: Vec::new(),
+            header_error: Some(error),
+        };
+        if input.peek(Token![<]) {
+            let error = input.error(
+                "`separable_conv!` layers take no generic parameters: every size is written in the layer",
+            );
+            input.parse::<TokenStream>()?;
+            return Ok(header_error(header, error));
+        }
+        if !input.peek(syn::token::Brace) {
+            let error =
+                input.error("expected the layer's `{ input: .., output: .. }` after its name");
+            input.parse::<TokenStream>()?;
+            return Ok(header_error(header, error));
+        }
         let content;
         let brace = syn::braced!(content in input);
+        header.body_span = brace.span.join();
         let body: TokenStream = content.parse()?;
+        let (entries, mut errors) = parse_entries(body);
         if !input.is_empty() {
-            return Err(input.error("unexpected tokens after the layer's `{ ... }`"));
+            let rest: TokenStream = input.parse()?;
+            errors.push(Error::new_spanned(
+                rest,
+                "unexpected tokens after the layer's `{ .. }`",
+            ));
         }
-        let (entries, errors) = parse_entries(body);
         Ok(Invocation {
-            header: Header {
-                attrs,
-                vis,
-                name,
-                body_span: brace.span.join(),
-            },
+            header,
             entries,
             errors,
+            header_error: None,
         })
     }
 }
 
-/// Splits the body at top-level commas and parses each piece as an entry.
+/// Splits the body at top-level commas and parses each piece as an entry. A missing comma
+/// (`input: 5x5x3 output: 4`) is reported once and both entries are still read.
 fn parse_entries(body: TokenStream) -> (Vec<Entry>, Vec<Error>) {
+    let tokens: Vec<TokenTree> = body.into_iter().collect();
     let mut entries = Vec::new();
     let mut errors = Vec::new();
-    let mut piece = Vec::new();
-    let mut tokens = body.into_iter();
-    loop {
-        let token = tokens.next();
-        let at_comma = matches!(&token, Some(TokenTree::Punct(p)) if p.as_char() == ',');
-        if token.is_some() && !at_comma {
-            piece.extend(token);
+    let mut start = 0;
+    let mut i = 0;
+    while i <= tokens.len() {
+        let at_comma = matches!(tokens.get(i), Some(TokenTree::Punct(p)) if p.as_char() == ',');
+        let new_key = i >= start + 3 && is_key_start(&tokens[i..]);
+        if i < tokens.len() && !at_comma && !new_key {
+            i += 1;
             continue;
         }
+        let piece = &tokens[start..i];
+        if new_key {
+            errors.push(Error::new(
+                tokens[i].span(),
+                format!("expected `,` before `{}`", tokens[i]),
+            ));
+        }
         if piece.is_empty() {
-            if let Some(comma) = token.as_ref().filter(|_| at_comma) {
-                errors.push(Error::new(comma.span(), "expected `key: value` before `,`"));
+            if at_comma {
+                errors.push(Error::new(
+                    tokens[i].span(),
+                    "expected `key: value` before `,`",
+                ));
             }
         } else {
-            match parse_entry(&piece) {
+            match parse_entry(piece) {
                 Ok(entry) => entries.push(entry),
-                Err(error) => errors.push(error),
+                Err((key, error)) => {
+                    errors.push(error);
+                    if let Some(key) = key {
+                        let value = Value::Invalid(piece.iter().skip(2).cloned().collect());
+                        entries.push(Entry { key, value });
+                    }
+                }
             }
-            piece.clear();
         }
-        if token.is_none() {
-            return (entries, errors);
-        }
+        start = if new_key { i } else { i + 1 };
+        i += 1;
     }
+    (entries, errors)
 }
 
-fn parse_entry(tokens: &[TokenTree]) -> syn::Result<Entry> {
+/// `IDENT :` (not `::`): where an entry starts.
+fn is_key_start(tokens: &[TokenTree]) -> bool {
+    matches!(
+        tokens,
+        [TokenTree::Ident(_), TokenTree::Punct(colon), ..]
+            if colon.as_char() == ':' && colon.spacing() == proc_macro2::Spacing::Alone
+    )
+}
+
+/// An entry, or the error with the key if one was read.
+fn parse_entry(tokens: &[TokenTree]) -> Result<Entry, (Option<Ident>, Error)> {
     let key = match &tokens[0] {
         TokenTree::Ident(key) => key.clone(),
         other => {
-            return Err(Error::new(
-                other.span(),
-                "expected a key such as `input`, `output` or `kernel`",
+            return Err((
+                None,
+                Error::new(
+                    other.span(),
+                    "expected a key such as `input`, `output` or `kernel`",
+                ),
             ));
         }
     };
+    let fail = |error: Error| Err((Some(key.clone()), error));
     match tokens.get(1) {
         Some(TokenTree::Punct(p)) if p.as_char() == ':' => {}
         Some(other) => {
-            return Err(Error::new(
+            return fail(Error::new(
                 other.span(),
                 format!("expected `:` after `{key}`"),
             ));
         }
         None => {
-            return Err(Error::new(
+            return fail(Error::new(
                 key.span(),
                 format!("expected `:` after `{key}`"),
             ));
@@ -153,15 +217,15 @@ fn parse_entry(tokens: &[TokenTree]) -> syn::Result<Entry> {
     }
     let value = &tokens[2..];
     if value.is_empty() {
-        return Err(Error::new(
+        return fail(Error::new(
             tokens[1].span(),
             format!("expected a value after `{key}:`"),
         ));
     }
-    Ok(Entry {
-        value: parse_value(value)?,
-        key,
-    })
+    match parse_value(value) {
+        Ok(value) => Ok(Entry { key, value }),
+        Err(error) => fail(error),
+    }
 }
 
 fn parse_value(tokens: &[TokenTree]) -> syn::Result<Value> {
@@ -216,14 +280,6 @@ fn parse_sizes(tokens: &[TokenTree]) -> syn::Result<Sizes> {
             }
             TokenTree::Ident(ident) => {
                 let text = ident.to_string();
-                if let Some(TokenTree::Punct(p)) = tokens.get(i + 1)
-                    && p.as_char() == ':'
-                {
-                    return Err(Error::new(
-                        ident.span(),
-                        format!("expected `,` before `{text}`"),
-                    ));
-                }
                 if !starts_with_x_size(&text) {
                     return Err(Error::new(
                         ident.span(),
@@ -294,9 +350,12 @@ fn parse_sizes(tokens: &[TokenTree]) -> syn::Result<Sizes> {
 fn push_literal(lit: &LitInt, span: Span, pieces: &mut Vec<Piece>) -> syn::Result<()> {
     let suffix = lit.suffix();
     if !suffix.is_empty() && !starts_with_x_size(suffix) {
+        // `5x5x3u8` lexes as `5` with suffix `x5x3u8`: name only the `u8`.
+        let extra = suffix.trim_start_matches(|c: char| c == 'x' || c.is_ascii_digit());
+        let extra = if extra.is_empty() { suffix } else { extra };
         return Err(Error::new(
             span,
-            format!("sizes are plain integers; remove the suffix `{suffix}`"),
+            format!("sizes are plain integers; remove the suffix `{extra}`"),
         ));
     }
     pieces.push(Piece::Number(lit.base10_digits().to_owned(), span));

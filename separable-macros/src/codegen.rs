@@ -8,12 +8,14 @@
 #![allow(clippy::too_many_lines)]
 
 use proc_macro2::{Literal, TokenStream};
+use std::ops::Range;
+
 use quote::quote;
 use separable_shape::{Activation, Bias, Padding};
 
 use crate::ast::Header;
 use crate::model::{Dtype, Layer};
-use crate::plan::{AxisPlan, Depthwise, Plan};
+use crate::plan::{AxisPlan, Depthwise, Plan, Strips};
 
 fn lit(n: usize) -> Literal {
     Literal::usize_unsuffixed(n)
@@ -61,12 +63,20 @@ impl<'a> Ctx<'a> {
         Ctx {
             krate,
             layer,
-            plan: Plan::new(&layer.spec, shape.rows, shape.cols),
+            plan: Plan::new(&layer.spec, shape.rows, shape.cols, layer.dtype.bytes()),
             input_ty: tensor(shape.input),
             depthwise_ty: tensor(shape.depthwise),
             output_ty: tensor(shape.output),
             elem,
             zero,
+        }
+    }
+
+    /// Depthwise channels per block of the strip kernels (all of them for tiny layers).
+    fn block_channels(&self) -> usize {
+        match &self.plan.depthwise {
+            Depthwise::InteriorBorder { strips, .. } => strips.channels,
+            Depthwise::Unrolled => self.layer.shape.depthwise[2],
         }
     }
 
@@ -100,6 +110,8 @@ pub(crate) fn layer(krate: &TokenStream, header: &Header, layer: &Layer) -> Toke
     let kernels = kernels(&ctx);
     let trait_impl = trait_impl(&ctx, header);
     let name = &header.name;
+    let kernel_structs = matches!(ctx.plan.depthwise, Depthwise::InteriorBorder { .. })
+        .then(|| kernel_structs(&ctx, name));
     quote! {
         #definition
 
@@ -113,6 +125,8 @@ pub(crate) fn layer(krate: &TokenStream, header: &Header, layer: &Layer) -> Toke
                 #stages
                 #kernels
             }
+
+            #kernel_structs
 
             #trait_impl
 
@@ -142,7 +156,7 @@ fn definition(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
     let cm = shape.depthwise[2];
     let n = spec.output_channels;
     let dw = ctx.array(&[kh, kw, cm]);
-    let pw = ctx.array(&[cm, n]);
+    let pw = ctx.array(&[shape.pointwise_packed]);
     let dw_bias = spec.bias.depthwise().then(|| {
         let ty = ctx.array(&[cm]);
         quote!(depthwise_bias: #krate::__private::Box<#ty>,)
@@ -288,7 +302,7 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
     let cm = shape.depthwise[2];
     let n = spec.output_channels;
     let dw = ctx.array(&[kh, kw, cm]);
-    let pw = ctx.array(&[cm, n]);
+    let (cm_lit, n_lit) = (lit(cm), lit(n));
     let dw_bias_ty = ctx.array(&[cm]);
     let pw_bias_ty = ctx.array(&[n]);
     let has_dw_bias = spec.bias.depthwise();
@@ -361,7 +375,7 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
                 (dw_weight, dw_bias, pw_weight, pw_bias),
                 layer.depthwise_weight.as_flattened_mut().as_flattened_mut(),
                 #dw_bias_mut_slice,
-                layer.pointwise_weight.as_flattened_mut(),
+                &mut layer.pointwise_weight[..],
                 #pw_bias_mut_slice,
             )?;
             ::core::result::Result::Ok(layer)
@@ -374,7 +388,7 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
                 &Self::SPEC,
                 self.depthwise_weight.as_flattened().as_flattened(),
                 #dw_bias_slice,
-                self.pointwise_weight.as_flattened(),
+                &self.pointwise_weight[..],
                 #pw_bias_slice,
             )
         }
@@ -402,15 +416,16 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             #dw_bias_mut
         }
 
-        /// Pointwise weights indexed `[k][n]`: from depthwise channel `k` to output channel `n`.
+        /// Pointwise weights, indexed `[(k, n)]`: from depthwise channel `k` to output
+        /// channel `n`. They are stored packed for the matrix microkernels.
         #[must_use]
-        pub fn pointwise_weight(&self) -> &#pw {
-            &self.pointwise_weight
+        pub fn pointwise_weight(&self) -> #krate::weights::PointwiseWeights<'_, #elem> {
+            #krate::weights::PointwiseWeights::new(&self.pointwise_weight[..], #cm_lit, #n_lit)
         }
 
         /// Pointwise weights, mutably; see [`Self::pointwise_weight`].
-        pub fn pointwise_weight_mut(&mut self) -> &mut #pw {
-            &mut self.pointwise_weight
+        pub fn pointwise_weight_mut(&mut self) -> #krate::weights::PointwiseWeightsMut<'_, #elem> {
+            #krate::weights::PointwiseWeightsMut::new(&mut self.pointwise_weight[..], #cm_lit, #n_lit)
         }
 
         /// The pointwise bias, one per output channel; `None` with `bias: none`.
@@ -426,13 +441,55 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
     }
 }
 
+/// The public stages. Tiny layers run per pixel; the others tile by strips and channel
+/// blocks and run under `__sep::dispatch`, which compiles them for the CPU's instruction set.
 fn stages(ctx: &Ctx<'_>) -> TokenStream {
     let Ctx {
+        krate,
         input_ty,
         depthwise_ty,
         output_ty,
         ..
     } = ctx;
+    let (forward, depthwise, pointwise) = match &ctx.plan.depthwise {
+        Depthwise::Unrolled => (
+            quote!(self.forward_pixels(input.as_array(), output.as_array_mut())),
+            quote!(self.depthwise_pixels(input.as_array(), output.as_array_mut())),
+            quote!(self.pointwise_pixels(depthwise.as_array(), output.as_array_mut())),
+        ),
+        Depthwise::InteriorBorder { .. } => (
+            quote!(__sep::dispatch_as(
+                isa,
+                __Forward {
+                    layer: self,
+                    x: input.as_array(),
+                    out: output.as_array_mut()
+                }
+            )),
+            quote!(__sep::dispatch_as(
+                isa,
+                __Depthwise {
+                    layer: self,
+                    x: input.as_array(),
+                    out: output.as_array_mut()
+                }
+            )),
+            quote!(__sep::dispatch_as(
+                isa,
+                __Pointwise {
+                    layer: self,
+                    y: depthwise.as_array(),
+                    out: output.as_array_mut()
+                }
+            )),
+        ),
+    };
+    let ignore_isa = matches!(ctx.plan.depthwise, Depthwise::Unrolled).then(|| {
+        quote! {
+            // Tiny layers run the same per-pixel code on every instruction set.
+            assert!(isa.is_supported(), "instruction set not supported by this CPU");
+        }
+    });
     quote! {
         /// Runs both stages.
         #[must_use]
@@ -442,13 +499,19 @@ fn stages(ctx: &Ctx<'_>) -> TokenStream {
             output
         }
 
-        /// Runs both stages into `output`, allocating nothing: each depthwise pixel goes
-        /// straight into the pointwise stage without being stored.
+        /// Runs both stages into `output`, allocating nothing: the depthwise output goes
+        /// straight into the pointwise stage through a small buffer on the stack.
         pub fn forward_into(&self, input: &#input_ty, output: &mut #output_ty) {
-            let output = output.as_array_mut();
-            self.for_each_depthwise_pixel(input.as_array(), |oh, ow, pixel| {
-                output[oh][ow] = self.pointwise_at(pixel);
-            });
+            self.forward_into_with(#krate::Isa::detect(), input, output);
+        }
+
+        /// [`Self::forward_into`] with a chosen instruction set.
+        ///
+        /// # Panics
+        /// If this CPU does not support `isa`.
+        pub fn forward_into_with(&self, isa: #krate::Isa, input: &#input_ty, output: &mut #output_ty) {
+            #ignore_isa
+            #forward
         }
 
         /// Runs the depthwise stage (with its bias and activation).
@@ -461,10 +524,16 @@ fn stages(ctx: &Ctx<'_>) -> TokenStream {
 
         /// Runs the depthwise stage into `output`, allocating nothing.
         pub fn depthwise_into(&self, input: &#input_ty, output: &mut #depthwise_ty) {
-            let output = output.as_array_mut();
-            self.for_each_depthwise_pixel(input.as_array(), |oh, ow, pixel| {
-                output[oh][ow] = *pixel;
-            });
+            self.depthwise_into_with(#krate::Isa::detect(), input, output);
+        }
+
+        /// [`Self::depthwise_into`] with a chosen instruction set.
+        ///
+        /// # Panics
+        /// If this CPU does not support `isa`.
+        pub fn depthwise_into_with(&self, isa: #krate::Isa, input: &#input_ty, output: &mut #depthwise_ty) {
+            #ignore_isa
+            #depthwise
         }
 
         /// Runs the pointwise stage (with its bias and activation) on a depthwise output.
@@ -477,17 +546,36 @@ fn stages(ctx: &Ctx<'_>) -> TokenStream {
 
         /// Runs the pointwise stage into `output`, allocating nothing.
         pub fn pointwise_into(&self, depthwise: &#depthwise_ty, output: &mut #output_ty) {
-            let pixels = depthwise.as_array().iter().flatten();
-            for (out, pixel) in output.as_array_mut().iter_mut().flatten().zip(pixels) {
-                *out = self.pointwise_at(pixel);
-            }
+            self.pointwise_into_with(#krate::Isa::detect(), depthwise, output);
+        }
+
+        /// [`Self::pointwise_into`] with a chosen instruction set.
+        ///
+        /// # Panics
+        /// If this CPU does not support `isa`.
+        pub fn pointwise_into_with(&self, isa: #krate::Isa, depthwise: &#depthwise_ty, output: &mut #output_ty) {
+            #ignore_isa
+            #pointwise
         }
     }
 }
 
-/// The private kernels: one pointwise pixel, and the depthwise stage as a walk over output
-/// positions that hands each finished pixel to a closure.
+/// The private kernels behind [`stages`].
 fn kernels(ctx: &Ctx<'_>) -> TokenStream {
+    match &ctx.plan.depthwise {
+        Depthwise::Unrolled => pixel_kernels(ctx),
+        Depthwise::InteriorBorder {
+            rows,
+            cols,
+            unroll_window,
+            strips,
+        } => strip_kernels(ctx, rows, cols, *unroll_window, *strips),
+    }
+}
+
+/// Tiny layers: every output pixel's depthwise window unrolled with literal indices, and each
+/// pixel handed straight to the pointwise stage.
+fn pixel_kernels(ctx: &Ctx<'_>) -> TokenStream {
     let layer = ctx.layer;
     let shape = &layer.shape;
     let cm = shape.depthwise[2];
@@ -495,6 +583,8 @@ fn kernels(ctx: &Ctx<'_>) -> TokenStream {
     let zero = &ctx.zero;
     let (cm_lit, n_lit) = (lit(cm), lit(n));
     let input = ctx.array(&shape.input);
+    let depthwise = ctx.array(&shape.depthwise);
+    let output = ctx.array(&shape.output);
     let pixel_in = ctx.array(&[cm]);
     let pixel_out = ctx.array(&[n]);
     let dw_bias = if layer.spec.bias.depthwise() {
@@ -508,19 +598,33 @@ fn kernels(ctx: &Ctx<'_>) -> TokenStream {
         quote!([#zero; #n_lit])
     };
     let pw_activation = ctx.activation(layer.pointwise_activation);
-    let walk = match &ctx.plan.depthwise {
-        Depthwise::Unrolled => unrolled(ctx),
-        Depthwise::InteriorBorder {
-            rows,
-            cols,
-            unroll_window,
-        } => interior_border(ctx, rows, cols, *unroll_window),
-    };
+    let walk = unrolled(ctx);
     quote! {
+        #[inline(always)]
+        fn forward_pixels(&self, x: &#input, out: &mut #output) {
+            self.for_each_depthwise_pixel(x, |oh, ow, pixel| {
+                out[oh][ow] = self.pointwise_at(pixel);
+            });
+        }
+
+        #[inline(always)]
+        fn depthwise_pixels(&self, x: &#input, out: &mut #depthwise) {
+            self.for_each_depthwise_pixel(x, |oh, ow, pixel| {
+                out[oh][ow] = *pixel;
+            });
+        }
+
+        #[inline(always)]
+        fn pointwise_pixels(&self, y: &#depthwise, out: &mut #output) {
+            for (out, pixel) in out.iter_mut().flatten().zip(y.iter().flatten()) {
+                *out = self.pointwise_at(pixel);
+            }
+        }
+
         #[inline(always)]
         fn pointwise_at(&self, pixel: &#pixel_in) -> #pixel_out {
             let mut acc = #pw_bias;
-            __sep::pointwise_pixel(&mut acc, pixel, &self.pointwise_weight);
+            __sep::pointwise_pixel(&mut acc, pixel, &self.pointwise_weight[..]);
             #pw_activation
             acc
         }
@@ -539,28 +643,222 @@ fn kernels(ctx: &Ctx<'_>) -> TokenStream {
     }
 }
 
-/// One tap: `acc += x[row][col] * w[kh][kw]`, over all channels.
+/// Larger layers: the depthwise stage over a strip of rows and a block of channels at a time
+/// into a stack buffer, then the pointwise matrix microkernel over the buffer.
+fn strip_kernels(
+    ctx: &Ctx<'_>,
+    interior_rows: &Range<usize>,
+    interior_cols: &Range<usize>,
+    unroll_window: bool,
+    strips: Strips,
+) -> TokenStream {
+    let layer = ctx.layer;
+    let shape = &layer.shape;
+    let elem = &ctx.elem;
+    let zero = &ctx.zero;
+    let [oh_n, ow_n, cm] = shape.depthwise;
+    let n = layer.spec.output_channels;
+    let kc = strips.channels;
+    let blocks = cm / kc;
+    let (oh_lit, ow_lit, cm_lit, n_lit, kc_lit, blocks_lit, rows_lit) = (
+        lit(oh_n),
+        lit(ow_n),
+        lit(cm),
+        lit(n),
+        lit(kc),
+        lit(blocks),
+        lit(strips.rows),
+    );
+    let scratch_pixels = lit(strips.rows * ow_n);
+    let input = ctx.array(&shape.input);
+    let depthwise = ctx.array(&shape.depthwise);
+    let output = ctx.array(&shape.output);
+    let block = ctx.array(&[kc]);
+    let dw_bias = if layer.spec.bias.depthwise() {
+        quote!(*__sep::channels::<_, #cm_lit, #kc_lit>(&self.depthwise_bias, kb))
+    } else {
+        quote!([#zero; #kc_lit])
+    };
+    let pw_bias = if layer.spec.bias.pointwise() {
+        quote!(&self.pointwise_bias[..])
+    } else {
+        quote!(&[])
+    };
+    let pw_activation = (layer.pointwise_activation != Activation::None).then(|| {
+        let act = activation_tokens(layer.pointwise_activation);
+        let krate = ctx.krate;
+        quote!(__sep::activate_slice(#krate::Activation::#act, out);)
+    });
+    let walk = interior_border(ctx, interior_rows, interior_cols, unroll_window);
+    let pointwise_block = quote! {
+        __sep::PointwiseBlock {
+            a: scratch.as_flattened(),
+            pixels,
+            k0: kb * #kc_lit,
+            k_block: #kc_lit,
+            k: #cm_lit,
+            n: #n_lit,
+            packed: &self.pointwise_weight[..],
+        }
+    };
+    quote! {
+        /// Both stages over strips of `#rows_lit` output rows: per block of channels, the
+        /// depthwise output of the strip goes to `scratch`, and the pointwise microkernel adds
+        /// its contribution to the strip's output rows.
+        #[inline(always)]
+        fn forward_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #output) {
+            let mut scratch = [[#zero; #kc_lit]; #scratch_pixels];
+            let out = out.as_flattened_mut().as_flattened_mut();
+            let bias: &[#elem] = #pw_bias;
+            for r0 in (0..#oh_lit).step_by(#rows_lit) {
+                let r1 = (r0 + #rows_lit).min(#oh_lit);
+                let pixels = (r1 - r0) * #ow_lit;
+                let out = &mut out[r0 * #ow_lit * #n_lit..r1 * #ow_lit * #n_lit];
+                for kb in 0..#blocks_lit {
+                    self.depthwise_block(isa, x, r0, r1, kb, |oh, ow, acc| {
+                        scratch[(oh - r0) * #ow_lit + ow] = *acc;
+                    });
+                    let init = if kb == 0 { ::core::option::Option::Some(bias) } else { ::core::option::Option::None };
+                    __sep::pointwise_block(isa, &#pointwise_block, init, out);
+                }
+                #pw_activation
+            }
+        }
+
+        #[inline(always)]
+        fn depthwise_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #depthwise) {
+            for kb in 0..#blocks_lit {
+                self.depthwise_block(isa, x, 0, #oh_lit, kb, |oh, ow, acc| {
+                    *__sep::channels_mut::<_, #cm_lit, #kc_lit>(&mut out[oh][ow], kb) = *acc;
+                });
+            }
+        }
+
+        #[inline(always)]
+        fn pointwise_strips(&self, isa: __sep::Isa, y: &#depthwise, out: &mut #output) {
+            let y = y.as_flattened().as_flattened();
+            let out = out.as_flattened_mut().as_flattened_mut();
+            let bias: &[#elem] = #pw_bias;
+            for r0 in (0..#oh_lit).step_by(#rows_lit) {
+                let r1 = (r0 + #rows_lit).min(#oh_lit);
+                let block = __sep::PointwiseBlock {
+                    a: &y[r0 * #ow_lit * #cm_lit..r1 * #ow_lit * #cm_lit],
+                    pixels: (r1 - r0) * #ow_lit,
+                    k0: 0,
+                    k_block: #cm_lit,
+                    k: #cm_lit,
+                    n: #n_lit,
+                    packed: &self.pointwise_weight[..],
+                };
+                let out = &mut out[r0 * #ow_lit * #n_lit..r1 * #ow_lit * #n_lit];
+                __sep::pointwise_block(isa, &block, ::core::option::Option::Some(bias), out);
+                #pw_activation
+            }
+        }
+
+        /// Depthwise outputs of rows `r0..r1` for channel block `kb`, handed to
+        /// `pixel(oh, ow, channels)`.
+        #[inline(always)]
+        fn depthwise_block(
+            &self,
+            isa: __sep::Isa,
+            x: &#input,
+            r0: usize,
+            r1: usize,
+            kb: usize,
+            mut pixel: impl FnMut(usize, usize, &#block),
+        ) {
+            let w = &*self.depthwise_weight;
+            let bias = #dw_bias;
+            #walk
+        }
+    }
+}
+
+/// The `__sep::Kernel` implementations `dispatch` runs: one per stage.
+fn kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
+    let shape = &ctx.layer.shape;
+    let input = ctx.array(&shape.input);
+    let depthwise = ctx.array(&shape.depthwise);
+    let output = ctx.array(&shape.output);
+    quote! {
+        struct __Forward<'a> {
+            layer: &'a #name,
+            x: &'a #input,
+            out: &'a mut #output,
+        }
+
+        impl __sep::Kernel for __Forward<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run(self, isa: __sep::Isa) {
+                self.layer.forward_strips(isa, self.x, self.out);
+            }
+        }
+
+        struct __Depthwise<'a> {
+            layer: &'a #name,
+            x: &'a #input,
+            out: &'a mut #depthwise,
+        }
+
+        impl __sep::Kernel for __Depthwise<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run(self, isa: __sep::Isa) {
+                self.layer.depthwise_strips(isa, self.x, self.out);
+            }
+        }
+
+        struct __Pointwise<'a> {
+            layer: &'a #name,
+            y: &'a #depthwise,
+            out: &'a mut #output,
+        }
+
+        impl __sep::Kernel for __Pointwise<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run(self, isa: __sep::Isa) {
+                self.layer.pointwise_strips(isa, self.y, self.out);
+            }
+        }
+    }
+}
+
+/// One tap over all channels of the pixel (tiny layers) or over channel block `kb` (strips):
+/// `acc += x[row][col] * w[kh][kw]`.
 fn tap(
     ctx: &Ctx<'_>,
+    blocked: bool,
     row: &TokenStream,
     col: &TokenStream,
     kh: &TokenStream,
     kw: &TokenStream,
 ) -> TokenStream {
     let spec = &ctx.layer.spec;
+    let (x, w) = if blocked {
+        (
+            quote!(__sep::channels(&x[#row][#col], kb)),
+            quote!(__sep::channels(&w[#kh][#kw], kb)),
+        )
+    } else {
+        (quote!(&x[#row][#col]), quote!(&w[#kh][#kw]))
+    };
     if spec.multiplier == 1 {
-        quote!(__sep::depthwise_tap(&mut acc, &x[#row][#col], &w[#kh][#kw]);)
+        quote!(__sep::depthwise_tap(&mut acc, #x, #w);)
     } else {
         let elem = &ctx.elem;
-        let (c, m, cm) = (
-            lit(spec.input[2]),
-            lit(spec.multiplier),
-            lit(ctx.layer.shape.depthwise[2]),
-        );
-        quote!(__sep::depthwise_tap_multiplier::<#elem, #c, #m, #cm>(&mut acc, &x[#row][#col], &w[#kh][#kw]);)
+        let m = spec.multiplier;
+        let co = if blocked {
+            ctx.block_channels()
+        } else {
+            ctx.layer.shape.depthwise[2]
+        };
+        let (ci, m, co) = (lit(co / m), lit(m), lit(co));
+        quote!(__sep::depthwise_tap_multiplier::<#elem, #ci, #m, #co>(&mut acc, #x, #w);)
     }
 }
-
 /// Every output position its own block with literal indices and only its in-bounds taps.
 fn unrolled(ctx: &Ctx<'_>) -> TokenStream {
     let Plan { rows, cols, .. } = &ctx.plan;
@@ -581,6 +879,7 @@ fn unrolled(ctx: &Ctx<'_>) -> TokenStream {
                     let (kh, kw) = (lit(kh), lit(kw));
                     taps.extend(tap(
                         ctx,
+                        false,
                         &quote!(#row),
                         &quote!(#col),
                         &quote!(#kh),
@@ -637,7 +936,7 @@ fn rolled_window(ctx: &Ctx<'_>, kh_range: &TokenStream, kw_range: &TokenStream) 
     let (oh, ow, kh, kw) = (quote!(oh), quote!(ow), quote!(kh), quote!(kw));
     let row = rolled_position(&oh, &kh, rows);
     let col = rolled_position(&ow, &kw, cols);
-    let tap = tap(ctx, &row, &col, &kh, &kw);
+    let tap = tap(ctx, true, &row, &col, &kh, &kw);
     quote! {
         for kh in #kh_range {
             for kw in #kw_range {
@@ -647,10 +946,12 @@ fn rolled_window(ctx: &Ctx<'_>, kh_range: &TokenStream, kw_range: &TokenStream) 
     }
 }
 
+/// The depthwise walk over rows `r0..r1` for channel block `kb`: the interior with the window
+/// at literal offsets, then the border with the taps `tap_range` admits.
 fn interior_border(
     ctx: &Ctx<'_>,
-    interior_rows: &std::ops::Range<usize>,
-    interior_cols: &std::ops::Range<usize>,
+    interior_rows: &Range<usize>,
+    interior_cols: &Range<usize>,
     unroll_window: bool,
 ) -> TokenStream {
     let Plan { rows, cols, .. } = &ctx.plan;
@@ -666,23 +967,35 @@ fn interior_border(
 
     let interior = has_interior.then(|| {
         let window = if unroll_window {
-            let mut taps = TokenStream::new();
+            let (mut xs, mut ws) = (Vec::new(), Vec::new());
             for kh in 0..rows.kernel {
                 for kw in 0..cols.kernel {
                     let row = position(&oh, rows.stride, rows.offset(kh));
                     let col = position(&ow, cols.stride, cols.offset(kw));
                     let (kh, kw) = (lit(kh), lit(kw));
-                    taps.extend(tap(ctx, &row, &col, &quote!(#kh), &quote!(#kw)));
+                    xs.push(quote!(__sep::channels(&x[#row][#col], kb)));
+                    ws.push(quote!(__sep::channels(&w[#kh][#kw], kb)));
                 }
             }
-            taps
+            let elem = &ctx.elem;
+            let co = ctx.block_channels();
+            let m = ctx.layer.spec.multiplier;
+            let (ci, m, co, taps) = (lit(co / m), lit(m), lit(co), lit(xs.len()));
+            quote! {
+                __sep::depthwise_window::<#elem, #ci, #m, #co, #taps>(
+                    isa,
+                    &mut acc,
+                    [#(#xs),*],
+                    [#(#ws),*],
+                );
+            }
         } else {
             let (kh, kw) = (lit(rows.kernel), lit(cols.kernel));
             rolled_window(ctx, &quote!(0..#kh), &quote!(0..#kw))
         };
         quote! {
             // Interior: every tap of the window is inside the input.
-            for oh in #r0..#r1 {
+            for oh in r0.max(#r0)..r1.min(#r1) {
                 for ow in #c0..#c1 {
                     let mut acc = bias;
                     #window
@@ -696,7 +1009,7 @@ fn interior_border(
     let covers_all =
         has_interior && interior_rows.len() == rows.output && interior_cols.len() == cols.output;
     let border = (!covers_all).then(|| {
-        let (oh_n, ow_n) = (lit(rows.output), lit(cols.output));
+        let ow_n = lit(cols.output);
         let row_taps = axis_taps(&oh, rows);
         let col_taps = axis_taps(&ow, cols);
         let window = rolled_window(
@@ -715,7 +1028,7 @@ fn interior_border(
             has_interior.then(|| quote!(let interior_row = (#r0..#r1).contains(&oh);));
         quote! {
             // Border: positions whose window overlaps the padding, with the taps inside the input.
-            for oh in 0..#oh_n {
+            for oh in r0..r1 {
                 let row_taps = #row_taps;
                 #interior_row
                 for ow in 0..#ow_n {

@@ -43,6 +43,11 @@ fn expand(krate: &TokenStream, input: TokenStream) -> TokenStream {
         Ok(invocation) => invocation,
         Err(error) => return error.to_compile_error(),
     };
+    if let Some(error) = &invocation.header_error {
+        let stub = codegen::stub(&invocation.header);
+        let error = error.to_compile_error();
+        return quote::quote!(#stub #error);
+    }
     match model::Layer::from_ast(&invocation) {
         Ok(layer) => codegen::layer(krate, &invocation.header, &layer),
         Err(error) => {

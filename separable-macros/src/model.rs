@@ -34,6 +34,16 @@ pub(crate) enum Dtype {
     F64,
 }
 
+impl Dtype {
+    /// Bytes per element.
+    pub(crate) fn bytes(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+}
+
 /// The keys of an invocation, in the order the README documents them.
 const KEYS: &[&str] = &[
     "input",
@@ -65,6 +75,14 @@ impl Errors {
     /// Keeps the value or records the error.
     fn ok<T>(&mut self, result: syn::Result<T>) -> Option<T> {
         result.map_err(|e| self.push(e)).ok()
+    }
+
+    /// Reads an entry's value with `read`, unless it failed to parse (already reported).
+    fn read<T>(&mut self, entry: &Entry, read: impl FnOnce(&Entry) -> syn::Result<T>) -> Option<T> {
+        if matches!(entry.value, Value::Invalid(_)) {
+            return None;
+        }
+        self.ok(read(entry))
     }
 }
 
@@ -128,7 +146,7 @@ fn index_entries<'a>(entries: &'a [Entry], errors: &mut Errors) -> Entries<'a> {
 fn validate(entries: &Entries<'_>, name_span: Span, errors: &mut Errors) -> Option<Layer> {
     // `input: 5 x 5` (two sizes) / `input: 5 x 0 x 3` (zero)
     let input = if let Some(entry) = entries.get("input") {
-        errors.ok(sizes::<3>(entry, "`H x W x C`, e.g. `5 x 5 x 3`"))
+        errors.read(entry, |e| sizes::<3>(e, "`H x W x C`, e.g. `5 x 5 x 3`"))
     } else {
         errors.push(Error::new(
             name_span,
@@ -138,7 +156,9 @@ fn validate(entries: &Entries<'_>, name_span: Span, errors: &mut Errors) -> Opti
     };
     // `output: 4 x 4`
     let output = if let Some(entry) = entries.get("output") {
-        errors.ok(sizes::<1>(entry, "the number of output channels, e.g. `4`"))
+        errors.read(entry, |e| {
+            sizes::<1>(e, "the number of output channels, e.g. `4`")
+        })
     } else {
         errors.push(Error::new(
             name_span,
@@ -148,38 +168,40 @@ fn validate(entries: &Entries<'_>, name_span: Span, errors: &mut Errors) -> Opti
     };
     // `kernel: 0`, `stride: 1 x 2 x 3`
     let mut pair = |key, default| match entries.get(key) {
-        Some(entry) => errors.ok(one_or_two(entry)),
+        Some(entry) => errors.read(entry, one_or_two),
         None => Some(default),
     };
     let kernel = pair("kernel", [3, 3]);
     let stride = pair("stride", [1, 1]);
     let dilation = pair("dilation", [1, 1]);
     let multiplier = match entries.get("multiplier") {
-        Some(entry) => errors.ok(sizes::<1>(entry, "a depth multiplier, e.g. `2`").map(|[m]| m)),
+        Some(entry) => errors.read(entry, |e| {
+            sizes::<1>(e, "a depth multiplier, e.g. `2`").map(|[m]| m)
+        }),
         None => Some(1),
     };
     let padding = match entries.get("padding") {
-        Some(entry) => errors.ok(padding(entry)),
+        Some(entry) => errors.read(entry, padding),
         None => Some(Padding::Valid),
     };
     let bias = match entries.get("bias") {
-        Some(entry) => errors.ok(word(
-            entry,
-            "bias",
-            &[
-                ("none", Bias::None),
-                ("pointwise", Bias::Pointwise),
-                ("both", Bias::Both),
-            ],
-        )),
+        Some(entry) => errors.read(entry, |entry| {
+            word(
+                entry,
+                "bias",
+                &[
+                    ("none", Bias::None),
+                    ("pointwise", Bias::Pointwise),
+                    ("both", Bias::Both),
+                ],
+            )
+        }),
         None => Some(Bias::None),
     };
     let dtype = match entries.get("dtype") {
-        Some(entry) => errors.ok(word(
-            entry,
-            "dtype",
-            &[("f32", Dtype::F32), ("f64", Dtype::F64)],
-        )),
+        Some(entry) => errors.read(entry, |entry| {
+            word(entry, "dtype", &[("f32", Dtype::F32), ("f64", Dtype::F64)])
+        }),
         None => Some(Dtype::F32),
     };
     let (depthwise_activation, pointwise_activation) = activations(entries, errors);
@@ -215,7 +237,11 @@ fn activations(
         ("relu", Activation::Relu),
         ("relu6", Activation::Relu6),
     ];
-    let mut read = |key: &str| entries.get(key).map(|e| errors.ok(word(e, key, WORDS)));
+    let mut read = |key: &str| {
+        entries
+            .get(key)
+            .map(|e| errors.read(e, |e| word(e, key, WORDS)))
+    };
     let both = read("activation");
     let depthwise = read("depthwise_activation");
     let pointwise = read("pointwise_activation");
@@ -248,6 +274,7 @@ fn sizes<const N: usize>(entry: &Entry, expected: &str) -> syn::Result<[usize; N
                 format!("`{key}` takes {expected}, found `{word}`"),
             ));
         }
+        Value::Invalid(tokens) => return Err(already_reported(tokens)),
     };
     if sizes.sizes.len() != N {
         let found = sizes.sizes.len();
@@ -290,6 +317,7 @@ fn one_or_two(entry: &Entry) -> syn::Result<[usize; 2]> {
             word.span(),
             format!("`{key}` takes {example}, found `{word}`"),
         )),
+        Value::Invalid(tokens) => Err(already_reported(tokens)),
     }
 }
 
@@ -334,6 +362,7 @@ fn padding(entry: &Entry) -> syn::Result<Padding> {
                 format!("`padding` takes {EXPECTED}; found {} sizes", more.len()),
             )),
         },
+        Value::Invalid(tokens) => Err(already_reported(tokens)),
     }
 }
 
@@ -351,9 +380,18 @@ fn word<T: Copy>(entry: &Entry, what: &str, words: &[(&str, T)]) -> syn::Result<
         }
         Value::Sizes(sizes) => Err(Error::new_spanned(
             &sizes.tokens,
-            format!("`{}` takes one of {expected}", entry.key),
+            format!(
+                "`{}` takes one of {expected}, found `{}`",
+                entry.key, sizes.tokens
+            ),
         )),
+        Value::Invalid(tokens) => Err(already_reported(tokens)),
     }
+}
+
+/// Never reported: `Errors::read` skips values that failed to parse.
+fn already_reported(tokens: &TokenStream) -> Error {
+    spanned(tokens, "this value was reported already".to_owned())
 }
 
 fn unknown_word(word: &Ident, what: &str, text: &str, words: &[&str], expected: &str) -> Error {
@@ -400,7 +438,7 @@ fn shape(spec: &LayerSpec, entries: &Entries<'_>) -> syn::Result<LayerShape> {
         }
         ShapeError::Overflow { quantity } => spanned(
             input_tokens(),
-            format!("the layer's {quantity} overflows `usize`; use smaller sizes"),
+            format!("{quantity} overflows `usize`; use smaller sizes"),
         ),
         ShapeError::Zero { quantity } => {
             spanned(input_tokens(), format!("{quantity} must be at least 1"))
@@ -411,7 +449,7 @@ fn shape(spec: &LayerSpec, entries: &Entries<'_>) -> syn::Result<LayerShape> {
         ("depthwise output", shape.depthwise_len, "input"),
         ("output", shape.output_len, "output"),
         ("depthwise weight", shape.depthwise_weights, "kernel"),
-        ("pointwise weight", shape.pointwise_weights, "output"),
+        ("pointwise weight", shape.pointwise_packed, "output"),
     ] {
         if elements > MAX_ELEMENTS {
             let tokens = tokens_of(key).unwrap_or_else(input_tokens);
@@ -446,7 +484,7 @@ fn spanned(tokens: impl ToTokens, message: String) -> Error {
 fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
+        .map(|c| (strsim::damerau_levenshtein(&word.to_lowercase(), c), *c))
         .filter(|(distance, c)| *distance <= 2.max(c.len() / 3))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)

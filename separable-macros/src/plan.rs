@@ -97,15 +97,63 @@ impl AxisPlan {
 /// How the depthwise stage of a layer is laid out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Depthwise {
-    /// Every output position its own block.
+    /// Every output position its own block; each pixel goes straight to the pointwise stage.
     Unrolled,
-    /// An interior loop and a border loop.
+    /// An interior loop and a border loop, run over strips of rows and blocks of channels
+    /// that feed the pointwise matrix microkernel.
     InteriorBorder {
         rows: Range<usize>,
         cols: Range<usize>,
         /// Whether the interior's window is written tap by tap.
         unroll_window: bool,
+        strips: Strips,
     },
+}
+
+/// How `forward` tiles a non-tiny layer: the depthwise output of `rows` output rows and
+/// `channels` depthwise channels at a time is written to a stack buffer small enough for the
+/// L1 or L2 cache, and the pointwise microkernel consumes it from there. The buffer holds
+/// `rows * OW * channels` elements: at most [`SCRATCH_BYTES`] unless one row alone is larger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Strips {
+    /// Output rows per strip.
+    pub(crate) rows: usize,
+    /// Depthwise channels per block (a multiple of the multiplier dividing `C·M`).
+    pub(crate) channels: usize,
+}
+
+/// Stack bytes for one strip's depthwise output.
+pub(crate) const SCRATCH_BYTES: usize = 64 * 1024;
+/// Largest channel block; wider layers are split so a strip keeps several rows.
+pub(crate) const MAX_CHANNEL_BLOCK: usize = 256;
+
+impl Strips {
+    /// Channel blocks are `d·M` for a divisor `d` of `C`, the largest up to
+    /// [`MAX_CHANNEL_BLOCK`]; all of `C·M` when that fits or when no divisor gives at least 64.
+    pub(crate) fn new(
+        spec: &LayerSpec,
+        output_cols: usize,
+        output_rows: usize,
+        elem_bytes: usize,
+    ) -> Strips {
+        let (c, m) = (spec.input[2], spec.multiplier);
+        let all = c * m;
+        let channels = if all <= MAX_CHANNEL_BLOCK {
+            all
+        } else {
+            let best = (1..=c)
+                .filter(|d| c % d == 0 && d * m <= MAX_CHANNEL_BLOCK)
+                .max()
+                .map_or(0, |d| d * m);
+            if best >= 64 { best } else { all }
+        };
+        let row_bytes = output_cols
+            .saturating_mul(channels)
+            .saturating_mul(elem_bytes)
+            .max(1);
+        let rows = (SCRATCH_BYTES / row_bytes).clamp(1, output_rows.max(1));
+        Strips { rows, channels }
+    }
 }
 
 /// The plan for one layer.
@@ -117,7 +165,7 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub(crate) fn new(spec: &LayerSpec, rows: Axis, cols: Axis) -> Plan {
+    pub(crate) fn new(spec: &LayerSpec, rows: Axis, cols: Axis, elem_bytes: usize) -> Plan {
         let rows = AxisPlan::new(
             rows,
             spec.input[0],
@@ -141,6 +189,7 @@ impl Plan {
                 rows: rows.interior(),
                 cols: cols.interior(),
                 unroll_window: rows.kernel.saturating_mul(cols.kernel) <= UNROLL_WINDOW,
+                strips: Strips::new(spec, cols.output, rows.output, elem_bytes),
             }
         };
         Plan {
@@ -158,7 +207,7 @@ mod tests {
 
     fn plan(spec: LayerSpec) -> Plan {
         let shape = spec.shape().unwrap();
-        Plan::new(&spec, shape.rows, shape.cols)
+        Plan::new(&spec, shape.rows, shape.cols, 4)
     }
 
     /// `interior()` is exactly the set of positions whose taps are all inside the input.
@@ -211,7 +260,11 @@ mod tests {
             Depthwise::InteriorBorder {
                 rows: 1..111,
                 cols: 1..111,
-                unroll_window: true
+                unroll_window: true,
+                strips: Strips {
+                    rows: 4,
+                    channels: 32
+                },
             }
         );
         // Stride 2 with TF SAME pads only after: row 0 is already interior.
@@ -225,9 +278,43 @@ mod tests {
             Depthwise::InteriorBorder {
                 rows: 0..55,
                 cols: 0..55,
-                unroll_window: true
+                unroll_window: true,
+                strips: Strips {
+                    rows: 4,
+                    channels: 64
+                },
             }
         );
+    }
+
+    /// The strips of the MobileNet v1 shapes: channel blocks of at most 256, strips of at most
+    /// 64 KiB of `f32`, whole images for the 7 x 7 layer.
+    #[test]
+    fn mobilenet_strips() {
+        for (input, output, rows, channels) in [
+            ([56, 56, 128], 128, 2, 128),
+            ([28, 28, 256], 256, 2, 256),
+            ([14, 14, 512], 512, 4, 256),
+            ([7, 7, 1024], 1024, 7, 256),
+        ] {
+            let spec = LayerSpec::new(input, output).with_padding(Padding::Same);
+            let Depthwise::InteriorBorder { strips, .. } = plan(spec).depthwise else {
+                panic!("{input:?} is not tiny")
+            };
+            assert_eq!(strips, Strips { rows, channels }, "{input:?}");
+        }
+        // A prime channel count has no block between 64 and 256: one block of all channels.
+        let spec = LayerSpec::new([8, 8, 257], 4).with_padding(Padding::Same);
+        assert_eq!(
+            Strips::new(&spec, 8, 8, 4),
+            Strips {
+                rows: 7,
+                channels: 257
+            }
+        );
+        // Multipliers keep whole groups in a block.
+        let spec = LayerSpec::new([8, 8, 96], 4).with_multiplier(3);
+        assert_eq!(Strips::new(&spec, 8, 8, 4).channels, 144);
     }
 
     #[test]

@@ -5,10 +5,6 @@
 //! channel counts. Channels are fixed-size arrays, so each call compiles to straight-line or
 //! vectorised code with no bounds checks.
 
-// Each helper is one step of a generated loop body; it must fold into that body so the
-// compiler sees the whole unrolled window at once.
-#![allow(clippy::inline_always)]
-
 use separable_shape::Activation;
 pub use separable_shape::tap_range;
 
@@ -37,18 +33,56 @@ pub fn depthwise_tap_multiplier<T: Element, const C: usize, const M: usize, cons
     }
 }
 
-/// One pixel of the pointwise stage: `acc[n] += sum over k of y[k] * w[k][n]`.
+/// Block `index` of `B` consecutive channels of a pixel.
+#[inline(always)]
+#[must_use]
+pub fn channels<T, const C: usize, const B: usize>(pixel: &[T; C], index: usize) -> &[T; B] {
+    const { assert!(B > 0 && C.is_multiple_of(B), "B must divide C") };
+    &pixel.as_chunks::<B>().0[index]
+}
+
+/// Applies `activation` to every element of `values`; see [`activate`].
+#[inline]
+pub fn activate_slice<T: Element>(activation: Activation, values: &mut [T]) {
+    if activation == Activation::None {
+        return;
+    }
+    for chunk in values.chunks_mut(16) {
+        for v in chunk {
+            let mut one = [*v];
+            activate(activation, &mut one);
+            *v = one[0];
+        }
+    }
+}
+
+/// One pixel of the pointwise stage over packed weights (see [`crate::gemm::pack`]):
+/// `acc[n] += sum over k of y[k] * w[k][n]`.
 #[inline(always)]
 pub fn pointwise_pixel<T: Element, const CM: usize, const N: usize>(
     acc: &mut [T; N],
     y: &[T; CM],
-    w: &[[T; N]; CM],
+    packed: &[T],
 ) {
-    for (&yv, row) in y.iter().zip(w) {
-        for (a, &wv) in acc.iter_mut().zip(row) {
-            *a = *a + yv * wv;
+    use crate::gemm::PANEL;
+    for (panel, acc) in acc.chunks_mut(PANEL).enumerate() {
+        let weights = &packed[panel * CM * PANEL..][..CM * PANEL];
+        for (&yv, row) in y.iter().zip(weights.chunks_exact(PANEL)) {
+            for (a, &wv) in acc.iter_mut().zip(row) {
+                *a = *a + yv * wv;
+            }
         }
     }
+}
+
+/// Block `index` of `B` consecutive channels of a pixel, mutably.
+#[inline(always)]
+pub fn channels_mut<T, const C: usize, const B: usize>(
+    pixel: &mut [T; C],
+    index: usize,
+) -> &mut [T; B] {
+    const { assert!(B > 0 && C.is_multiple_of(B), "B must divide C") };
+    &mut pixel.as_chunks_mut::<B>().0[index]
 }
 
 /// Applies `activation` to every channel in place. NaN stays NaN (unlike `f32::max`).

@@ -59,8 +59,8 @@ pub const fn pytorch_pointwise_dims(spec: &LayerSpec) -> Dims {
 }
 
 /// Checks the four PyTorch tensors against `spec` (lengths, and biases against the declared
-/// `bias:`) and copies them into a layer's storage: `dw` as `[KH][KW][C·M]` and `pw` as
-/// `[C·M][N]`, both flattened.
+/// `bias:`) and copies them into a layer's storage: `dw` as `[KH][KW][C·M]` flattened and `pw`
+/// packed for the pointwise microkernels (see [`crate::gemm::pack`]).
 ///
 /// # Errors
 /// The first tensor whose length is wrong, or whose presence disagrees with `spec.bias`.
@@ -119,7 +119,7 @@ pub fn load_pytorch<T: Element>(
     );
     assert_eq!(
         pw.len(),
-        cm * n,
+        crate::gemm::packed_len(cm, n),
         "pointwise storage does not match the spec"
     );
     // PyTorch [cm][0][y][x] -> [y][x][cm]
@@ -128,10 +128,11 @@ pub fn load_pytorch<T: Element>(
             dw[tap * cm + k] = v;
         }
     }
-    // PyTorch [n][k][0][0] -> [k][n]
+    // PyTorch [n][k][0][0] -> packed panels of [k][n]
+    pw.fill(T::ZERO);
     for (o, row) in src_pw.chunks_exact(cm).enumerate() {
         for (k, &v) in row.iter().enumerate() {
-            pw[k * n + o] = v;
+            pw[packed_index(k, o, cm)] = v;
         }
     }
     if let (Some(dst), Some(src)) = (dw_bias, src_dw_bias) {
@@ -189,14 +190,16 @@ pub fn to_pytorch<T: Element>(
     );
     assert_eq!(
         pw.len(),
-        cm * n,
+        crate::gemm::packed_len(cm, n),
         "pointwise storage does not match the spec"
     );
     let taps = kh * kw;
     let depthwise_weight = (0..cm * taps)
         .map(|i| dw[(i % taps) * cm + i / taps])
         .collect();
-    let pointwise_weight = (0..n * cm).map(|i| pw[(i % cm) * n + i / cm]).collect();
+    let pointwise_weight = (0..n * cm)
+        .map(|i| pw[packed_index(i % cm, i / cm, cm)])
+        .collect();
     PytorchWeights {
         depthwise_weight,
         depthwise_bias: dw_bias.map(<[T]>::to_vec),
@@ -223,7 +226,7 @@ mod tests {
         let spec = spec();
         let src_dw: Vec<f32> = (0..24).map(|i| i as f32).collect(); // [4][1][2][3]
         let src_pw: Vec<f32> = (0..12).map(|i| 100.0 + i as f32).collect(); // [3][4][1][1]
-        let (mut dw, mut pw) = (vec![0.0; 24], vec![0.0; 12]);
+        let (mut dw, mut pw) = (vec![0.0; 24], vec![0.0; crate::gemm::packed_len(4, 3)]);
         let (mut db, mut pb) = (vec![0.0; 4], vec![0.0; 3]);
         load_pytorch(
             "t",
@@ -242,8 +245,10 @@ mod tests {
         .unwrap();
         // storage [y][x][cm]: tap (1, 2) of channel 3 is PyTorch index 3 * 6 + 1 * 3 + 2 = 23.
         assert_eq!(dw[(3 + 2) * 4 + 3], 23.0);
-        // storage [k][n]: weight from channel 1 to output 2 is PyTorch index 2 * 4 + 1 = 9.
-        assert_eq!(pw[3 + 2], 109.0);
+        // packed: weight from channel 1 to output 2 is PyTorch index 2 * 4 + 1 = 9.
+        assert_eq!(pw[crate::gemm::PANEL + 2], 109.0);
+        assert_eq!(PointwiseWeights::new(&pw, 4, 3).get(1, 2), Some(109.0));
+        assert_eq!(PointwiseWeights::new(&pw, 4, 3).get(4, 0), None);
         let back = to_pytorch(&spec, &dw, Some(&db), &pw, Some(&pb));
         assert_eq!(back.depthwise_weight, src_dw);
         assert_eq!(back.pointwise_weight, src_pw);
@@ -258,7 +263,7 @@ mod tests {
     fn bias_presence_follows_the_declaration() {
         let spec = spec().with_bias(Bias::Pointwise);
         let (dw, pw) = (vec![0.0f64; 24], vec![0.0f64; 12]);
-        let (mut sdw, mut spw) = (vec![0.0; 24], vec![0.0; 12]);
+        let (mut sdw, mut spw) = (vec![0.0; 24], vec![0.0; crate::gemm::packed_len(4, 3)]);
         let e = load_pytorch(
             "L",
             &spec,
@@ -331,5 +336,157 @@ mod tests {
                 ..
             }
         ));
+    }
+}
+
+/// The packed position of pointwise weight `(k, n)` for `k_total` depthwise channels.
+const fn packed_index(k: usize, n: usize, k_total: usize) -> usize {
+    ((n / crate::gemm::PANEL) * k_total + k) * crate::gemm::PANEL + n % crate::gemm::PANEL
+}
+
+/// Read access to a layer's pointwise weights, which are stored packed for the matrix
+/// microkernels. Indexed `[(k, n)]`: from depthwise channel `k` to output channel `n`.
+#[derive(Clone, Copy, Debug)]
+pub struct PointwiseWeights<'a, T> {
+    packed: &'a [T],
+    k: usize,
+    n: usize,
+}
+
+/// Write access to a layer's pointwise weights; see [`PointwiseWeights`].
+#[derive(Debug)]
+pub struct PointwiseWeightsMut<'a, T> {
+    packed: &'a mut [T],
+    k: usize,
+    n: usize,
+}
+
+impl<'a, T: Element> PointwiseWeights<'a, T> {
+    /// A view of packed weights for `k` depthwise and `n` output channels.
+    ///
+    /// # Panics
+    /// If `packed` does not have [`crate::gemm::packed_len`]`(k, n)` elements.
+    #[must_use]
+    pub fn new(packed: &'a [T], k: usize, n: usize) -> Self {
+        assert_eq!(
+            packed.len(),
+            crate::gemm::packed_len(k, n),
+            "packed weights have the wrong length"
+        );
+        PointwiseWeights { packed, k, n }
+    }
+
+    /// `(depthwise channels, output channels)`.
+    #[must_use]
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// The weight from depthwise channel `k` to output channel `n`, or `None` outside.
+    #[must_use]
+    pub fn get(&self, k: usize, n: usize) -> Option<T> {
+        (k < self.k && n < self.n).then(|| self.packed[packed_index(k, n, self.k)])
+    }
+
+    /// All weights row-major, `[k][n]`.
+    #[must_use]
+    pub fn to_vec(&self) -> Vec<T> {
+        (0..self.k)
+            .flat_map(|k| (0..self.n).map(move |n| (k, n)))
+            .map(|(k, n)| self.packed[packed_index(k, n, self.k)])
+            .collect()
+    }
+}
+
+impl<'a, T: Element> PointwiseWeightsMut<'a, T> {
+    /// A mutable view of packed weights for `k` depthwise and `n` output channels.
+    ///
+    /// # Panics
+    /// If `packed` does not have [`crate::gemm::packed_len`]`(k, n)` elements.
+    pub fn new(packed: &'a mut [T], k: usize, n: usize) -> Self {
+        assert_eq!(
+            packed.len(),
+            crate::gemm::packed_len(k, n),
+            "packed weights have the wrong length"
+        );
+        PointwiseWeightsMut { packed, k, n }
+    }
+
+    /// The weight from depthwise channel `k` to output channel `n`, or `None` outside.
+    #[must_use]
+    pub fn get(&self, k: usize, n: usize) -> Option<T> {
+        PointwiseWeights {
+            packed: self.packed,
+            k: self.k,
+            n: self.n,
+        }
+        .get(k, n)
+    }
+
+    /// Sets the weight from depthwise channel `k` to output channel `n`; returns `false` (and
+    /// changes nothing) outside the matrix.
+    pub fn set(&mut self, k: usize, n: usize, value: T) -> bool {
+        let inside = k < self.k && n < self.n;
+        if inside {
+            self.packed[packed_index(k, n, self.k)] = value;
+        }
+        inside
+    }
+
+    /// Replaces all weights from a row-major `[k][n]` slice.
+    ///
+    /// # Errors
+    /// [`Error::Length`] if `rows` does not have `k * n` elements.
+    pub fn copy_from_rows(&mut self, rows: &[T]) -> Result<(), Error> {
+        Error::check_len(
+            "PointwiseWeightsMut::copy_from_rows",
+            "rows",
+            Dims::new([self.k, self.n]),
+            rows.len(),
+        )?;
+        crate::gemm::pack(rows, self.k, self.n, self.packed);
+        Ok(())
+    }
+}
+
+impl<T: Element> core::ops::Index<(usize, usize)> for PointwiseWeights<'_, T> {
+    type Output = T;
+
+    /// # Panics
+    /// Outside the matrix, like slice indexing; [`PointwiseWeights::get`] does not panic.
+    fn index(&self, (k, n): (usize, usize)) -> &T {
+        assert!(
+            k < self.k && n < self.n,
+            "pointwise weight ({k}, {n}) is outside {} x {}",
+            self.k,
+            self.n
+        );
+        &self.packed[packed_index(k, n, self.k)]
+    }
+}
+
+impl<T: Element> core::ops::Index<(usize, usize)> for PointwiseWeightsMut<'_, T> {
+    type Output = T;
+
+    fn index(&self, (k, n): (usize, usize)) -> &T {
+        assert!(
+            k < self.k && n < self.n,
+            "pointwise weight ({k}, {n}) is outside {} x {}",
+            self.k,
+            self.n
+        );
+        &self.packed[packed_index(k, n, self.k)]
+    }
+}
+
+impl<T: Element> core::ops::IndexMut<(usize, usize)> for PointwiseWeightsMut<'_, T> {
+    fn index_mut(&mut self, (k, n): (usize, usize)) -> &mut T {
+        assert!(
+            k < self.k && n < self.n,
+            "pointwise weight ({k}, {n}) is outside {} x {}",
+            self.k,
+            self.n
+        );
+        &mut self.packed[packed_index(k, n, self.k)]
     }
 }

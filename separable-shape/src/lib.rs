@@ -140,7 +140,7 @@ pub enum ShapeError {
     },
     /// A size or count does not fit in `usize`.
     Overflow {
-        /// The quantity that overflows, e.g. `"MACS"`.
+        /// The quantity that overflows, e.g. ``"`MACS`"`` or `"the number of input elements"`.
         quantity: &'static str,
     },
 }
@@ -200,8 +200,11 @@ pub const fn effective_kernel(kernel: usize, dilation: usize) -> Result<usize, S
             quantity: "dilation",
         });
     }
-    let spread = checked!((kernel - 1).checked_mul(dilation), "effective kernel");
-    Ok(checked!(spread.checked_add(1), "effective kernel"))
+    let spread = checked!(
+        (kernel - 1).checked_mul(dilation),
+        "the dilated kernel extent"
+    );
+    Ok(checked!(spread.checked_add(1), "the dilated kernel extent"))
 }
 
 /// The padding and output size of a convolution along one dimension.
@@ -233,8 +236,8 @@ pub const fn axis(
         AxisPadding::Explicit(p) => p,
         AxisPadding::Same => {
             let output = input.div_ceil(stride);
-            let reach = checked!((output - 1).checked_mul(stride), "padding");
-            let reach = checked!(reach.checked_add(effective), "padding");
+            let reach = checked!((output - 1).checked_mul(stride), "the SAME padding");
+            let reach = checked!(reach.checked_add(effective), "the SAME padding");
             let total = reach.saturating_sub(input);
             return Ok(Axis {
                 pad_before: total / 2,
@@ -243,8 +246,8 @@ pub const fn axis(
             });
         }
     };
-    let padded = checked!(pad.checked_mul(2), "padded input");
-    let padded = checked!(padded.checked_add(input), "padded input");
+    let padded = checked!(pad.checked_mul(2), "the padded input size");
+    let padded = checked!(padded.checked_add(input), "the padded input size");
     if padded < effective {
         return Err(ShapeError::EmptyOutput {
             dim,
@@ -289,6 +292,22 @@ pub const fn tap_range(
         if h < kernel { h } else { kernel }
     };
     if lo < hi { (lo, hi) } else { (0, 0) }
+}
+
+/// Output channels per panel of packed pointwise weights.
+///
+/// Generated layers store their pointwise weights as `[ceil(N / PANEL)][C·M][PANEL]`, the last
+/// panel padded with zeros, so the matrix microkernels read each panel front to back.
+pub const POINTWISE_PANEL: usize = 16;
+
+/// The number of elements of packed pointwise weights for `k` input and `n` output channels,
+/// or `None` on overflow.
+#[must_use]
+pub const fn packed_pointwise_len(k: usize, n: usize) -> Option<usize> {
+    match n.div_ceil(POINTWISE_PANEL).checked_mul(POINTWISE_PANEL) {
+        Some(padded) => padded.checked_mul(k),
+        None => None,
+    }
 }
 
 /// Everything that defines a layer's shapes: what a `separable_conv!` invocation declares.
@@ -419,31 +438,35 @@ impl LayerSpec {
             pad_w
         ));
         let (oh, ow) = (rows.output, cols.output);
-        let cm = checked!(c.checked_mul(m), "depthwise channels");
+        let cm = checked!(c.checked_mul(m), "the depthwise channel count");
 
-        let input_len = checked!(mul3(h, w, c), "input elements");
-        let depthwise_len = checked!(mul3(oh, ow, cm), "depthwise elements");
-        let output_len = checked!(mul3(oh, ow, n), "output elements");
+        let input_len = checked!(mul3(h, w, c), "the number of input elements");
+        let depthwise_len = checked!(mul3(oh, ow, cm), "the number of depthwise output elements");
+        let output_len = checked!(mul3(oh, ow, n), "the number of output elements");
 
-        let taps = checked!(kh.checked_mul(kw), "kernel taps");
-        let dw_weights = checked!(taps.checked_mul(cm), "DEPTHWISE_PARAMS");
+        let taps = checked!(kh.checked_mul(kw), "the number of kernel taps");
+        let dw_weights = checked!(taps.checked_mul(cm), "`DEPTHWISE_PARAMS`");
         let depthwise_params = checked!(
             dw_weights.checked_add(if self.bias.depthwise() { cm } else { 0 }),
-            "DEPTHWISE_PARAMS"
+            "`DEPTHWISE_PARAMS`"
         );
         let pw_bias = if self.bias.pointwise() { n } else { 0 };
-        let pw_weights = checked!(cm.checked_mul(n), "POINTWISE_PARAMS");
-        let pointwise_params = checked!(pw_weights.checked_add(pw_bias), "POINTWISE_PARAMS");
-        let params = checked!(depthwise_params.checked_add(pointwise_params), "PARAMS");
-        let std_weights = checked!(mul3(taps, c, n), "STANDARD_PARAMS");
-        let standard_params = checked!(std_weights.checked_add(pw_bias), "STANDARD_PARAMS");
+        let pw_weights = checked!(cm.checked_mul(n), "`POINTWISE_PARAMS`");
+        let pointwise_params = checked!(pw_weights.checked_add(pw_bias), "`POINTWISE_PARAMS`");
+        let pointwise_packed = checked!(
+            packed_pointwise_len(cm, n),
+            "the packed pointwise weight count"
+        );
+        let params = checked!(depthwise_params.checked_add(pointwise_params), "`PARAMS`");
+        let std_weights = checked!(mul3(taps, c, n), "`STANDARD_PARAMS`");
+        let standard_params = checked!(std_weights.checked_add(pw_bias), "`STANDARD_PARAMS`");
 
-        let positions = checked!(oh.checked_mul(ow), "output positions");
-        let dw_macs = checked!(mul3(positions, cm, taps), "MACS");
-        let pw_macs = checked!(mul3(positions, cm, n), "MACS");
-        let macs = checked!(dw_macs.checked_add(pw_macs), "MACS");
-        let std_per_position = checked!(mul3(taps, c, n), "STANDARD_MACS");
-        let standard_macs = checked!(positions.checked_mul(std_per_position), "STANDARD_MACS");
+        let positions = checked!(oh.checked_mul(ow), "the number of output positions");
+        let dw_macs = checked!(mul3(positions, cm, taps), "`MACS`");
+        let pw_macs = checked!(mul3(positions, cm, n), "`MACS`");
+        let macs = checked!(dw_macs.checked_add(pw_macs), "`MACS`");
+        let std_per_position = checked!(mul3(taps, c, n), "`STANDARD_MACS`");
+        let standard_macs = checked!(positions.checked_mul(std_per_position), "`STANDARD_MACS`");
 
         Ok(LayerShape {
             rows,
@@ -456,6 +479,7 @@ impl LayerSpec {
             output_len,
             depthwise_weights: dw_weights,
             pointwise_weights: pw_weights,
+            pointwise_packed,
             depthwise_params,
             pointwise_params,
             params,
@@ -491,6 +515,9 @@ pub struct LayerShape {
     pub depthwise_weights: usize,
     /// `C * M * N`: pointwise weights without bias.
     pub pointwise_weights: usize,
+    /// `C * M * ceil(N / 16) * 16`: the pointwise weights as stored, packed in panels of
+    /// [`POINTWISE_PANEL`] output channels.
+    pub pointwise_packed: usize,
     /// `KH * KW * C * M`, plus `C * M` with `Bias::Both`.
     pub depthwise_params: usize,
     /// `C * M * N`, plus `N` with any bias.

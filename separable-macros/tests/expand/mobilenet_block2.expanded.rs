@@ -4,7 +4,7 @@
 pub struct Block2 {
     depthwise_weight: ::separable::__private::Box<[[[f32; 64]; 3]; 3]>,
     depthwise_bias: ::separable::__private::Box<[f32; 64]>,
-    pointwise_weight: ::separable::__private::Box<[[f32; 128]; 64]>,
+    pointwise_weight: ::separable::__private::Box<[f32; 8192]>,
     pointwise_bias: ::separable::__private::Box<[f32; 128]>,
 }
 const _: () = {
@@ -86,7 +86,7 @@ const _: () = {
                 (dw_weight, dw_bias, pw_weight, pw_bias),
                 layer.depthwise_weight.as_flattened_mut().as_flattened_mut(),
                 ::core::option::Option::Some(&mut layer.depthwise_bias[..]),
-                layer.pointwise_weight.as_flattened_mut(),
+                &mut layer.pointwise_weight[..],
                 ::core::option::Option::Some(&mut layer.pointwise_bias[..]),
             )?;
             ::core::result::Result::Ok(layer)
@@ -98,7 +98,7 @@ const _: () = {
                 &Self::SPEC,
                 self.depthwise_weight.as_flattened().as_flattened(),
                 ::core::option::Option::Some(&self.depthwise_bias[..]),
-                self.pointwise_weight.as_flattened(),
+                &self.pointwise_weight[..],
                 ::core::option::Option::Some(&self.pointwise_bias[..]),
             )
         }
@@ -121,14 +121,27 @@ const _: () = {
         pub fn depthwise_bias_mut(&mut self) -> ::core::option::Option<&mut [f32; 64]> {
             ::core::option::Option::Some(&mut self.depthwise_bias)
         }
-        /// Pointwise weights indexed `[k][n]`: from depthwise channel `k` to output channel `n`.
+        /// Pointwise weights, indexed `[(k, n)]`: from depthwise channel `k` to output
+        /// channel `n`. They are stored packed for the matrix microkernels.
         #[must_use]
-        pub fn pointwise_weight(&self) -> &[[f32; 128]; 64] {
-            &self.pointwise_weight
+        pub fn pointwise_weight(
+            &self,
+        ) -> ::separable::weights::PointwiseWeights<'_, f32> {
+            ::separable::weights::PointwiseWeights::new(
+                &self.pointwise_weight[..],
+                64,
+                128,
+            )
         }
         /// Pointwise weights, mutably; see [`Self::pointwise_weight`].
-        pub fn pointwise_weight_mut(&mut self) -> &mut [[f32; 128]; 64] {
-            &mut self.pointwise_weight
+        pub fn pointwise_weight_mut(
+            &mut self,
+        ) -> ::separable::weights::PointwiseWeightsMut<'_, f32> {
+            ::separable::weights::PointwiseWeightsMut::new(
+                &mut self.pointwise_weight[..],
+                64,
+                128,
+            )
         }
         /// The pointwise bias, one per output channel; `None` with `bias: none`.
         #[must_use]
@@ -149,20 +162,33 @@ const _: () = {
             self.forward_into(input, &mut output);
             output
         }
-        /// Runs both stages into `output`, allocating nothing: each depthwise pixel goes
-        /// straight into the pointwise stage without being stored.
+        /// Runs both stages into `output`, allocating nothing: the depthwise output goes
+        /// straight into the pointwise stage through a small buffer on the stack.
         pub fn forward_into(
             &self,
             input: &::separable::Tensor<112, 112, 64>,
             output: &mut ::separable::Tensor<56, 56, 128>,
         ) {
-            let output = output.as_array_mut();
-            self.for_each_depthwise_pixel(
-                input.as_array(),
-                |oh, ow, pixel| {
-                    output[oh][ow] = self.pointwise_at(pixel);
+            self.forward_into_with(::separable::Isa::detect(), input, output);
+        }
+        /// [`Self::forward_into`] with a chosen instruction set.
+        ///
+        /// # Panics
+        /// If this CPU does not support `isa`.
+        pub fn forward_into_with(
+            &self,
+            isa: ::separable::Isa,
+            input: &::separable::Tensor<112, 112, 64>,
+            output: &mut ::separable::Tensor<56, 56, 128>,
+        ) {
+            __sep::dispatch_as(
+                isa,
+                __Forward {
+                    layer: self,
+                    x: input.as_array(),
+                    out: output.as_array_mut(),
                 },
-            );
+            )
         }
         /// Runs the depthwise stage (with its bias and activation).
         #[must_use]
@@ -180,13 +206,26 @@ const _: () = {
             input: &::separable::Tensor<112, 112, 64>,
             output: &mut ::separable::Tensor<56, 56, 64>,
         ) {
-            let output = output.as_array_mut();
-            self.for_each_depthwise_pixel(
-                input.as_array(),
-                |oh, ow, pixel| {
-                    output[oh][ow] = *pixel;
+            self.depthwise_into_with(::separable::Isa::detect(), input, output);
+        }
+        /// [`Self::depthwise_into`] with a chosen instruction set.
+        ///
+        /// # Panics
+        /// If this CPU does not support `isa`.
+        pub fn depthwise_into_with(
+            &self,
+            isa: ::separable::Isa,
+            input: &::separable::Tensor<112, 112, 64>,
+            output: &mut ::separable::Tensor<56, 56, 64>,
+        ) {
+            __sep::dispatch_as(
+                isa,
+                __Depthwise {
+                    layer: self,
+                    x: input.as_array(),
+                    out: output.as_array_mut(),
                 },
-            );
+            )
         }
         /// Runs the pointwise stage (with its bias and activation) on a depthwise output.
         #[must_use]
@@ -204,44 +243,183 @@ const _: () = {
             depthwise: &::separable::Tensor<56, 56, 64>,
             output: &mut ::separable::Tensor<56, 56, 128>,
         ) {
-            let pixels = depthwise.as_array().iter().flatten();
-            for (out, pixel) in output.as_array_mut().iter_mut().flatten().zip(pixels) {
-                *out = self.pointwise_at(pixel);
+            self.pointwise_into_with(::separable::Isa::detect(), depthwise, output);
+        }
+        /// [`Self::pointwise_into`] with a chosen instruction set.
+        ///
+        /// # Panics
+        /// If this CPU does not support `isa`.
+        pub fn pointwise_into_with(
+            &self,
+            isa: ::separable::Isa,
+            depthwise: &::separable::Tensor<56, 56, 64>,
+            output: &mut ::separable::Tensor<56, 56, 128>,
+        ) {
+            __sep::dispatch_as(
+                isa,
+                __Pointwise {
+                    layer: self,
+                    y: depthwise.as_array(),
+                    out: output.as_array_mut(),
+                },
+            )
+        }
+        /// Both stages over strips of `#rows_lit` output rows: per block of channels, the
+        /// depthwise output of the strip goes to `scratch`, and the pointwise microkernel adds
+        /// its contribution to the strip's output rows.
+        #[inline(always)]
+        fn forward_strips(
+            &self,
+            isa: __sep::Isa,
+            x: &[[[f32; 64]; 112]; 112],
+            out: &mut [[[f32; 128]; 56]; 56],
+        ) {
+            let mut scratch = [[0.0_f32; 64]; 224];
+            let out = out.as_flattened_mut().as_flattened_mut();
+            let bias: &[f32] = &self.pointwise_bias[..];
+            for r0 in (0..56).step_by(4) {
+                let r1 = (r0 + 4).min(56);
+                let pixels = (r1 - r0) * 56;
+                let out = &mut out[r0 * 56 * 128..r1 * 56 * 128];
+                for kb in 0..1 {
+                    self.depthwise_block(
+                        isa,
+                        x,
+                        r0,
+                        r1,
+                        kb,
+                        |oh, ow, acc| {
+                            scratch[(oh - r0) * 56 + ow] = *acc;
+                        },
+                    );
+                    let init = if kb == 0 {
+                        ::core::option::Option::Some(bias)
+                    } else {
+                        ::core::option::Option::None
+                    };
+                    __sep::pointwise_block(
+                        isa,
+                        &__sep::PointwiseBlock {
+                            a: scratch.as_flattened(),
+                            pixels,
+                            k0: kb * 64,
+                            k_block: 64,
+                            k: 64,
+                            n: 128,
+                            packed: &self.pointwise_weight[..],
+                        },
+                        init,
+                        out,
+                    );
+                }
+                __sep::activate_slice(::separable::Activation::Relu, out);
             }
         }
         #[inline(always)]
-        fn pointwise_at(&self, pixel: &[f32; 64]) -> [f32; 128] {
-            let mut acc = *self.pointwise_bias;
-            __sep::pointwise_pixel(&mut acc, pixel, &self.pointwise_weight);
-            __sep::activate(::separable::Activation::Relu, &mut acc);
-            acc
-        }
-        /// Computes every depthwise output pixel and hands it to `pixel(oh, ow, channels)`.
-        #[inline(always)]
-        fn for_each_depthwise_pixel(
+        fn depthwise_strips(
             &self,
+            isa: __sep::Isa,
             x: &[[[f32; 64]; 112]; 112],
+            out: &mut [[[f32; 64]; 56]; 56],
+        ) {
+            for kb in 0..1 {
+                self.depthwise_block(
+                    isa,
+                    x,
+                    0,
+                    56,
+                    kb,
+                    |oh, ow, acc| {
+                        *__sep::channels_mut::<_, 64, 64>(&mut out[oh][ow], kb) = *acc;
+                    },
+                );
+            }
+        }
+        #[inline(always)]
+        fn pointwise_strips(
+            &self,
+            isa: __sep::Isa,
+            y: &[[[f32; 64]; 56]; 56],
+            out: &mut [[[f32; 128]; 56]; 56],
+        ) {
+            let y = y.as_flattened().as_flattened();
+            let out = out.as_flattened_mut().as_flattened_mut();
+            let bias: &[f32] = &self.pointwise_bias[..];
+            for r0 in (0..56).step_by(4) {
+                let r1 = (r0 + 4).min(56);
+                let block = __sep::PointwiseBlock {
+                    a: &y[r0 * 56 * 64..r1 * 56 * 64],
+                    pixels: (r1 - r0) * 56,
+                    k0: 0,
+                    k_block: 64,
+                    k: 64,
+                    n: 128,
+                    packed: &self.pointwise_weight[..],
+                };
+                let out = &mut out[r0 * 56 * 128..r1 * 56 * 128];
+                __sep::pointwise_block(
+                    isa,
+                    &block,
+                    ::core::option::Option::Some(bias),
+                    out,
+                );
+                __sep::activate_slice(::separable::Activation::Relu, out);
+            }
+        }
+        /// Depthwise outputs of rows `r0..r1` for channel block `kb`, handed to
+        /// `pixel(oh, ow, channels)`.
+        #[inline(always)]
+        fn depthwise_block(
+            &self,
+            isa: __sep::Isa,
+            x: &[[[f32; 64]; 112]; 112],
+            r0: usize,
+            r1: usize,
+            kb: usize,
             mut pixel: impl FnMut(usize, usize, &[f32; 64]),
         ) {
             let w = &*self.depthwise_weight;
-            let bias = *self.depthwise_bias;
-            for oh in 0..55 {
+            let bias = *__sep::channels::<_, 64, 64>(&self.depthwise_bias, kb);
+            for oh in r0.max(0)..r1.min(55) {
                 for ow in 0..55 {
                     let mut acc = bias;
-                    __sep::depthwise_tap(&mut acc, &x[oh * 2][ow * 2], &w[0][0]);
-                    __sep::depthwise_tap(&mut acc, &x[oh * 2][ow * 2 + 1], &w[0][1]);
-                    __sep::depthwise_tap(&mut acc, &x[oh * 2][ow * 2 + 2], &w[0][2]);
-                    __sep::depthwise_tap(&mut acc, &x[oh * 2 + 1][ow * 2], &w[1][0]);
-                    __sep::depthwise_tap(&mut acc, &x[oh * 2 + 1][ow * 2 + 1], &w[1][1]);
-                    __sep::depthwise_tap(&mut acc, &x[oh * 2 + 1][ow * 2 + 2], &w[1][2]);
-                    __sep::depthwise_tap(&mut acc, &x[oh * 2 + 2][ow * 2], &w[2][0]);
-                    __sep::depthwise_tap(&mut acc, &x[oh * 2 + 2][ow * 2 + 1], &w[2][1]);
-                    __sep::depthwise_tap(&mut acc, &x[oh * 2 + 2][ow * 2 + 2], &w[2][2]);
+                    __sep::depthwise_window::<
+                        f32,
+                        64,
+                        1,
+                        64,
+                        9,
+                    >(
+                        isa,
+                        &mut acc,
+                        [
+                            __sep::channels(&x[oh * 2][ow * 2], kb),
+                            __sep::channels(&x[oh * 2][ow * 2 + 1], kb),
+                            __sep::channels(&x[oh * 2][ow * 2 + 2], kb),
+                            __sep::channels(&x[oh * 2 + 1][ow * 2], kb),
+                            __sep::channels(&x[oh * 2 + 1][ow * 2 + 1], kb),
+                            __sep::channels(&x[oh * 2 + 1][ow * 2 + 2], kb),
+                            __sep::channels(&x[oh * 2 + 2][ow * 2], kb),
+                            __sep::channels(&x[oh * 2 + 2][ow * 2 + 1], kb),
+                            __sep::channels(&x[oh * 2 + 2][ow * 2 + 2], kb),
+                        ],
+                        [
+                            __sep::channels(&w[0][0], kb),
+                            __sep::channels(&w[0][1], kb),
+                            __sep::channels(&w[0][2], kb),
+                            __sep::channels(&w[1][0], kb),
+                            __sep::channels(&w[1][1], kb),
+                            __sep::channels(&w[1][2], kb),
+                            __sep::channels(&w[2][0], kb),
+                            __sep::channels(&w[2][1], kb),
+                            __sep::channels(&w[2][2], kb),
+                        ],
+                    );
                     __sep::activate(::separable::Activation::Relu, &mut acc);
                     pixel(oh, ow, &acc);
                 }
             }
-            for oh in 0..56 {
+            for oh in r0..r1 {
                 let row_taps = __sep::tap_range(oh, 2, 1, 0, 112, 3);
                 let interior_row = (0..55).contains(&oh);
                 for ow in 0..56 {
@@ -254,8 +432,8 @@ const _: () = {
                         for kw in col_taps.0..col_taps.1 {
                             __sep::depthwise_tap(
                                 &mut acc,
-                                &x[oh * 2 + kh][ow * 2 + kw],
-                                &w[kh][kw],
+                                __sep::channels(&x[oh * 2 + kh][ow * 2 + kw], kb),
+                                __sep::channels(&w[kh][kw], kb),
                             );
                         }
                     }
@@ -263,6 +441,42 @@ const _: () = {
                     pixel(oh, ow, &acc);
                 }
             }
+        }
+    }
+    struct __Forward<'a> {
+        layer: &'a Block2,
+        x: &'a [[[f32; 64]; 112]; 112],
+        out: &'a mut [[[f32; 128]; 56]; 56],
+    }
+    impl __sep::Kernel for __Forward<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run(self, isa: __sep::Isa) {
+            self.layer.forward_strips(isa, self.x, self.out);
+        }
+    }
+    struct __Depthwise<'a> {
+        layer: &'a Block2,
+        x: &'a [[[f32; 64]; 112]; 112],
+        out: &'a mut [[[f32; 64]; 56]; 56],
+    }
+    impl __sep::Kernel for __Depthwise<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run(self, isa: __sep::Isa) {
+            self.layer.depthwise_strips(isa, self.x, self.out);
+        }
+    }
+    struct __Pointwise<'a> {
+        layer: &'a Block2,
+        y: &'a [[[f32; 64]; 56]; 56],
+        out: &'a mut [[[f32; 128]; 56]; 56],
+    }
+    impl __sep::Kernel for __Pointwise<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run(self, isa: __sep::Isa) {
+            self.layer.pointwise_strips(isa, self.y, self.out);
         }
     }
     impl ::separable::Layer for Block2 {
