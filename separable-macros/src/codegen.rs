@@ -567,9 +567,8 @@ fn kernels(ctx: &Ctx<'_>) -> TokenStream {
         Depthwise::InteriorBorder {
             rows,
             cols,
-            unroll_window,
             strips,
-        } => strip_kernels(ctx, rows, cols, *unroll_window, *strips),
+        } => strip_kernels(ctx, rows, cols, *strips),
     }
 }
 
@@ -649,7 +648,6 @@ fn strip_kernels(
     ctx: &Ctx<'_>,
     interior_rows: &Range<usize>,
     interior_cols: &Range<usize>,
-    unroll_window: bool,
     strips: Strips,
 ) -> TokenStream {
     let layer = ctx.layer;
@@ -684,27 +682,20 @@ fn strip_kernels(
     } else {
         quote!(&[])
     };
-    let pw_activation = (layer.pointwise_activation != Activation::None).then(|| {
-        let act = activation_tokens(layer.pointwise_activation);
-        let krate = ctx.krate;
-        quote!(__sep::activate_slice(#krate::Activation::#act, out);)
-    });
-    let walk = interior_border(ctx, interior_rows, interior_cols, unroll_window);
-    let pointwise_block = quote! {
-        __sep::PointwiseBlock {
-            a: scratch.as_flattened(),
-            pixels,
-            k0: kb * #kc_lit,
-            k_block: #kc_lit,
-            k: #cm_lit,
-            n: #n_lit,
-            packed: &self.pointwise_weight[..],
-        }
+    let activation_of = |activation: Activation, values: TokenStream| {
+        (activation != Activation::None).then(|| {
+            let act = activation_tokens(activation);
+            let krate = ctx.krate;
+            quote!(__sep::activate_slice(#krate::Activation::#act, #values);)
+        })
     };
+    let dw_activation = activation_of(layer.depthwise_activation, quote!(strip.as_flattened_mut()));
+    let pw_activation = activation_of(layer.pointwise_activation, quote!(out));
+    let walk = interior_border(ctx, interior_rows, interior_cols);
     quote! {
-        /// Both stages over strips of `#rows_lit` output rows: per block of channels, the
-        /// depthwise output of the strip goes to `scratch`, and the pointwise microkernel adds
-        /// its contribution to the strip's output rows.
+        /// Both stages over strips of output rows: per block of channels, the depthwise output
+        /// of the strip goes to `scratch` (on the stack, sized for the cache), and the pointwise
+        /// microkernel adds its contribution to the strip's output rows.
         #[inline(always)]
         fn forward_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #output) {
             let mut scratch = [[#zero; #kc_lit]; #scratch_pixels];
@@ -715,11 +706,20 @@ fn strip_kernels(
                 let pixels = (r1 - r0) * #ow_lit;
                 let out = &mut out[r0 * #ow_lit * #n_lit..r1 * #ow_lit * #n_lit];
                 for kb in 0..#blocks_lit {
-                    self.depthwise_block(isa, x, r0, r1, kb, |oh, ow, acc| {
-                        scratch[(oh - r0) * #ow_lit + ow] = *acc;
-                    });
+                    let strip = &mut scratch[..pixels];
+                    self.depthwise_block(isa, x, r0, r1, kb, strip);
+                    #dw_activation
+                    let block = __sep::PointwiseBlock {
+                        a: strip.as_flattened(),
+                        pixels,
+                        k0: kb * #kc_lit,
+                        k_block: #kc_lit,
+                        k: #cm_lit,
+                        n: #n_lit,
+                        packed: &self.pointwise_weight[..],
+                    };
                     let init = if kb == 0 { ::core::option::Option::Some(bias) } else { ::core::option::Option::None };
-                    __sep::pointwise_block(isa, &#pointwise_block, init, out);
+                    __sep::pointwise_block(isa, &block, init, out);
                 }
                 #pw_activation
             }
@@ -727,10 +727,19 @@ fn strip_kernels(
 
         #[inline(always)]
         fn depthwise_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #depthwise) {
-            for kb in 0..#blocks_lit {
-                self.depthwise_block(isa, x, 0, #oh_lit, kb, |oh, ow, acc| {
-                    *__sep::channels_mut::<_, #cm_lit, #kc_lit>(&mut out[oh][ow], kb) = *acc;
-                });
+            let mut scratch = [[#zero; #kc_lit]; #scratch_pixels];
+            for r0 in (0..#oh_lit).step_by(#rows_lit) {
+                let r1 = (r0 + #rows_lit).min(#oh_lit);
+                let pixels = (r1 - r0) * #ow_lit;
+                let rows = &mut out[r0..r1];
+                for kb in 0..#blocks_lit {
+                    let strip = &mut scratch[..pixels];
+                    self.depthwise_block(isa, x, r0, r1, kb, strip);
+                    #dw_activation
+                    for (pixel, out) in strip.iter().zip(rows.iter_mut().flatten()) {
+                        *__sep::channels_mut::<_, #cm_lit, #kc_lit>(out, kb) = *pixel;
+                    }
+                }
             }
         }
 
@@ -756,8 +765,8 @@ fn strip_kernels(
             }
         }
 
-        /// Depthwise outputs of rows `r0..r1` for channel block `kb`, handed to
-        /// `pixel(oh, ow, channels)`.
+        /// The depthwise stage (without activation) of output rows `r0..r1` and channel block
+        /// `kb` into `out`, one entry per pixel of those rows.
         #[inline(always)]
         fn depthwise_block(
             &self,
@@ -766,12 +775,45 @@ fn strip_kernels(
             r0: usize,
             r1: usize,
             kb: usize,
-            mut pixel: impl FnMut(usize, usize, &#block),
+            out: &mut [#block],
         ) {
             let w = &*self.depthwise_weight;
-            let bias = #dw_bias;
+            out.fill(#dw_bias);
             #walk
         }
+    }
+}
+
+/// One tap over all channels of the pixel (tiny layers) or over channel block `kb` (strips):
+/// `acc += x[row][col] * w[kh][kw]`, `acc` being a `&mut` to the accumulator.
+fn tap(
+    ctx: &Ctx<'_>,
+    blocked: bool,
+    acc: &TokenStream,
+    (row, col): (&TokenStream, &TokenStream),
+    (kh, kw): (&TokenStream, &TokenStream),
+) -> TokenStream {
+    let spec = &ctx.layer.spec;
+    let (x, w) = if blocked {
+        (
+            quote!(__sep::channels(&x[#row][#col], kb)),
+            quote!(__sep::channels(&w[#kh][#kw], kb)),
+        )
+    } else {
+        (quote!(&x[#row][#col]), quote!(&w[#kh][#kw]))
+    };
+    if spec.multiplier == 1 {
+        quote!(__sep::depthwise_tap(#acc, #x, #w);)
+    } else {
+        let elem = &ctx.elem;
+        let m = spec.multiplier;
+        let co = if blocked {
+            ctx.block_channels()
+        } else {
+            ctx.layer.shape.depthwise[2]
+        };
+        let (ci, m, co) = (lit(co / m), lit(m), lit(co));
+        quote!(__sep::depthwise_tap_multiplier::<#elem, #ci, #m, #co>(#acc, #x, #w);)
     }
 }
 
@@ -826,39 +868,6 @@ fn kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
     }
 }
 
-/// One tap over all channels of the pixel (tiny layers) or over channel block `kb` (strips):
-/// `acc += x[row][col] * w[kh][kw]`.
-fn tap(
-    ctx: &Ctx<'_>,
-    blocked: bool,
-    row: &TokenStream,
-    col: &TokenStream,
-    kh: &TokenStream,
-    kw: &TokenStream,
-) -> TokenStream {
-    let spec = &ctx.layer.spec;
-    let (x, w) = if blocked {
-        (
-            quote!(__sep::channels(&x[#row][#col], kb)),
-            quote!(__sep::channels(&w[#kh][#kw], kb)),
-        )
-    } else {
-        (quote!(&x[#row][#col]), quote!(&w[#kh][#kw]))
-    };
-    if spec.multiplier == 1 {
-        quote!(__sep::depthwise_tap(&mut acc, #x, #w);)
-    } else {
-        let elem = &ctx.elem;
-        let m = spec.multiplier;
-        let co = if blocked {
-            ctx.block_channels()
-        } else {
-            ctx.layer.shape.depthwise[2]
-        };
-        let (ci, m, co) = (lit(co / m), lit(m), lit(co));
-        quote!(__sep::depthwise_tap_multiplier::<#elem, #ci, #m, #co>(&mut acc, #x, #w);)
-    }
-}
 /// Every output position its own block with literal indices and only its in-bounds taps.
 fn unrolled(ctx: &Ctx<'_>) -> TokenStream {
     let Plan { rows, cols, .. } = &ctx.plan;
@@ -880,10 +889,9 @@ fn unrolled(ctx: &Ctx<'_>) -> TokenStream {
                     taps.extend(tap(
                         ctx,
                         false,
-                        &quote!(#row),
-                        &quote!(#col),
-                        &quote!(#kh),
-                        &quote!(#kw),
+                        &quote!(&mut acc),
+                        (&quote!(#row), &quote!(#col)),
+                        (&quote!(#kh), &quote!(#kw)),
                     ));
                 }
             }
@@ -930,32 +938,15 @@ fn rolled_position(o: &TokenStream, k: &TokenStream, axis: &AxisPlan) -> TokenSt
     }
 }
 
-/// A window with tap loops over `kh in rows`, `kw in cols` (token ranges).
-fn rolled_window(ctx: &Ctx<'_>, kh_range: &TokenStream, kw_range: &TokenStream) -> TokenStream {
-    let Plan { rows, cols, .. } = &ctx.plan;
-    let (oh, ow, kh, kw) = (quote!(oh), quote!(ow), quote!(kh), quote!(kw));
-    let row = rolled_position(&oh, &kh, rows);
-    let col = rolled_position(&ow, &kw, cols);
-    let tap = tap(ctx, true, &row, &col, &kh, &kw);
-    quote! {
-        for kh in #kh_range {
-            for kw in #kw_range {
-                #tap
-            }
-        }
-    }
-}
-
-/// The depthwise walk over rows `r0..r1` for channel block `kb`: the interior with the window
-/// at literal offsets, then the border with the taps `tap_range` admits.
+/// The depthwise walk over rows `r0..r1` for channel block `kb`, into `out` (one entry per
+/// pixel of the strip, holding its bias): per row, the interior run is one `depthwise_run`
+/// call with the window's rows at literal offsets; the border adds the taps `tap_range` admits.
 fn interior_border(
     ctx: &Ctx<'_>,
     interior_rows: &Range<usize>,
     interior_cols: &Range<usize>,
-    unroll_window: bool,
 ) -> TokenStream {
     let Plan { rows, cols, .. } = &ctx.plan;
-    let activation = ctx.activation(ctx.layer.depthwise_activation);
     let (oh, ow) = (quote!(oh), quote!(ow));
     let has_interior = !interior_rows.is_empty() && !interior_cols.is_empty();
     let (r0, r1, c0, c1) = (
@@ -964,44 +955,47 @@ fn interior_border(
         lit(interior_cols.start),
         lit(interior_cols.end),
     );
+    let ow_n = lit(cols.output);
 
     let interior = has_interior.then(|| {
-        let window = if unroll_window {
-            let (mut xs, mut ws) = (Vec::new(), Vec::new());
-            for kh in 0..rows.kernel {
-                for kw in 0..cols.kernel {
-                    let row = position(&oh, rows.stride, rows.offset(kh));
-                    let col = position(&ow, cols.stride, cols.offset(kw));
-                    let (kh, kw) = (lit(kh), lit(kw));
-                    xs.push(quote!(__sep::channels(&x[#row][#col], kb)));
-                    ws.push(quote!(__sep::channels(&w[#kh][#kw], kb)));
-                }
-            }
-            let elem = &ctx.elem;
-            let co = ctx.block_channels();
-            let m = ctx.layer.spec.multiplier;
-            let (ci, m, co, taps) = (lit(co / m), lit(m), lit(co), lit(xs.len()));
-            quote! {
-                __sep::depthwise_window::<#elem, #ci, #m, #co, #taps>(
-                    isa,
-                    &mut acc,
-                    [#(#xs),*],
-                    [#(#ws),*],
-                );
-            }
-        } else {
-            let (kh, kw) = (lit(rows.kernel), lit(cols.kernel));
-            rolled_window(ctx, &quote!(0..#kh), &quote!(0..#kw))
-        };
+        let input_rows: Vec<TokenStream> = (0..rows.kernel)
+            .map(|kh| {
+                let row = position(&oh, rows.stride, rows.offset(kh));
+                quote!(&x[#row])
+            })
+            .collect();
+        // Input column of tap 0 for the first interior pixel: inside the input by definition.
+        let col0 = lit((interior_cols.start * cols.stride).saturating_sub(cols.pad_before));
+        let (sw, dw) = (lit(cols.stride), lit(cols.dilation));
+        let shape = &ctx.layer.shape;
+        let spec = &ctx.layer.spec;
+        let (c, w, cm, kc, m, kh, kw) = (
+            lit(spec.input[2]),
+            lit(spec.input[1]),
+            lit(shape.depthwise[2]),
+            lit(ctx.block_channels()),
+            lit(spec.multiplier),
+            lit(rows.kernel),
+            lit(cols.kernel),
+        );
+        let elem = &ctx.elem;
         quote! {
             // Interior: every tap of the window is inside the input.
             for oh in r0.max(#r0)..r1.min(#r1) {
-                for ow in #c0..#c1 {
-                    let mut acc = bias;
-                    #window
-                    #activation
-                    pixel(oh, ow, &acc);
-                }
+                let run = __sep::DepthwiseRun {
+                    rows: [#(#input_rows),*],
+                    col0: #col0,
+                    stride: #sw,
+                    dilation: #dw,
+                    kb,
+                };
+                let row = (oh - r0) * #ow_n;
+                __sep::depthwise_run::<#elem, #c, #w, #cm, #kc, #m, #kh, #kw>(
+                    isa,
+                    &mut out[row + #c0..row + #c1],
+                    &run,
+                    w,
+                );
             }
         }
     });
@@ -1009,14 +1003,12 @@ fn interior_border(
     let covers_all =
         has_interior && interior_rows.len() == rows.output && interior_cols.len() == cols.output;
     let border = (!covers_all).then(|| {
-        let ow_n = lit(cols.output);
         let row_taps = axis_taps(&oh, rows);
         let col_taps = axis_taps(&ow, cols);
-        let window = rolled_window(
-            ctx,
-            &quote!(row_taps.0..row_taps.1),
-            &quote!(col_taps.0..col_taps.1),
-        );
+        let (kh, kw) = (quote!(kh), quote!(kw));
+        let row = rolled_position(&oh, &kh, rows);
+        let col = rolled_position(&ow, &kw, cols);
+        let tap = tap(ctx, true, &quote!(acc), (&row, &col), (&kh, &kw));
         let skip = has_interior.then(|| {
             quote! {
                 if interior_row && (#c0..#c1).contains(&ow) {
@@ -1034,10 +1026,12 @@ fn interior_border(
                 for ow in 0..#ow_n {
                     #skip
                     let col_taps = #col_taps;
-                    let mut acc = bias;
-                    #window
-                    #activation
-                    pixel(oh, ow, &acc);
+                    let acc = &mut out[(oh - r0) * #ow_n + ow];
+                    for kh in row_taps.0..row_taps.1 {
+                        for kw in col_taps.0..col_taps.1 {
+                            #tap
+                        }
+                    }
                 }
             }
         }

@@ -6,11 +6,13 @@
 //!   holding exactly the taps that land inside the input, all indices literal. Chosen when the
 //!   layer has at most [`UNROLL_POSITIONS`] output positions and at most [`UNROLL_TAPS`] taps in
 //!   total.
-//! * **Interior and border** (everything else): the interior, where every tap of the window is
-//!   inside the input, is a loop over positions whose body is the `KH x KW` window unrolled with
-//!   literal offsets (no bounds tests, no padding branches; rolled instead if the window has more
-//!   than [`UNROLL_WINDOW`] taps). The border, the few positions whose window overlaps the
-//!   padding, is one loop that asks `tap_range` for the taps inside the input.
+//! * **Strips** (everything else): the output is computed a strip of rows and a block of
+//!   channels at a time (see [`Strips`]). In each row, the interior run, where every tap of the
+//!   window is inside the input, is one call of the depthwise row microkernel with the window's
+//!   input rows at literal offsets and every size a const generic (no bounds tests, no padding
+//!   branches; the `KH x KW` taps unrolled by the compiler). The border, the few positions whose
+//!   window overlaps the padding, is one loop that asks `tap_range` for the taps inside the
+//!   input.
 //!
 //! Either way the emitted size is bounded by a constant independent of the image size, so a
 //! 112 x 112 x 32 layer and a 7 x 7 x 1024 one expand to the same few dozen lines.
@@ -23,8 +25,6 @@ use separable_shape::{Axis, LayerSpec, tap_range};
 pub(crate) const UNROLL_POSITIONS: usize = 64;
 /// Largest number of tap statements an unrolled layer may emit.
 pub(crate) const UNROLL_TAPS: usize = 256;
-/// Largest window (`KH * KW`) whose taps are unrolled in the interior loop.
-pub(crate) const UNROLL_WINDOW: usize = 64;
 
 /// One spatial dimension as the code generator sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,8 +104,6 @@ pub(crate) enum Depthwise {
     InteriorBorder {
         rows: Range<usize>,
         cols: Range<usize>,
-        /// Whether the interior's window is written tap by tap.
-        unroll_window: bool,
         strips: Strips,
     },
 }
@@ -188,7 +186,6 @@ impl Plan {
             Depthwise::InteriorBorder {
                 rows: rows.interior(),
                 cols: cols.interior(),
-                unroll_window: rows.kernel.saturating_mul(cols.kernel) <= UNROLL_WINDOW,
                 strips: Strips::new(spec, cols.output, rows.output, elem_bytes),
             }
         };
@@ -260,7 +257,6 @@ mod tests {
             Depthwise::InteriorBorder {
                 rows: 1..111,
                 cols: 1..111,
-                unroll_window: true,
                 strips: Strips {
                     rows: 4,
                     channels: 32
@@ -278,7 +274,6 @@ mod tests {
             Depthwise::InteriorBorder {
                 rows: 0..55,
                 cols: 0..55,
-                unroll_window: true,
                 strips: Strips {
                     rows: 4,
                     channels: 64
@@ -315,22 +310,6 @@ mod tests {
         // Multipliers keep whole groups in a block.
         let spec = LayerSpec::new([8, 8, 96], 4).with_multiplier(3);
         assert_eq!(Strips::new(&spec, 8, 8, 4).channels, 144);
-    }
-
-    #[test]
-    fn large_windows_are_rolled() {
-        let p = plan(
-            LayerSpec::new([40, 40, 1], 1)
-                .with_kernel([9, 9])
-                .with_padding(Padding::Same),
-        );
-        assert!(matches!(
-            p.depthwise,
-            Depthwise::InteriorBorder {
-                unroll_window: false,
-                ..
-            }
-        ));
     }
 
     #[test]

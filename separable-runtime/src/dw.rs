@@ -11,6 +11,22 @@ use crate::gemm::Isa;
 
 /// Element types with depthwise window microkernels.
 pub trait DepthwiseKernels: Element {
+    /// See [`depthwise_run`]; arguments already checked.
+    fn depthwise_run<
+        const C: usize,
+        const W: usize,
+        const CM: usize,
+        const KC: usize,
+        const M: usize,
+        const KH: usize,
+        const KW: usize,
+    >(
+        isa: Isa,
+        out: &mut [[Self; KC]],
+        run: &Run<'_, Self, C, W, KH>,
+        w: &[[[Self; CM]; KW]; KH],
+    );
+
     /// See [`depthwise_window`].
     fn depthwise_window<const CI: usize, const M: usize, const CO: usize, const TAPS: usize>(
         isa: Isa,
@@ -38,6 +54,103 @@ pub fn depthwise_window<
 ) {
     const { assert!(CI * M == CO, "CO must equal CI * M") };
     T::depthwise_window::<CI, M, CO, TAPS>(isa, acc, x, w);
+}
+
+/// A run of adjacent output pixels in one row, all of whose taps are inside the input: the
+/// interior of a row. Output pixel `p` reads input columns
+/// `col0 + p * stride + kw * dilation` of `rows[kh]`, channels of block `kb`.
+pub struct Run<'a, T, const C: usize, const W: usize, const KH: usize> {
+    /// The input rows of taps `kh = 0 .. KH`.
+    pub rows: [&'a [[T; C]; W]; KH],
+    /// Input column of tap `kw = 0` for the first pixel of the run.
+    pub col0: usize,
+    /// Column stride.
+    pub stride: usize,
+    /// Column dilation.
+    pub dilation: usize,
+    /// Channel block: depthwise channels `kb * KC ..`, input channels `kb * KC / M ..`.
+    pub kb: usize,
+}
+
+/// Adds a run's depthwise window sums to `out` (one entry per output pixel, holding its bias).
+///
+/// Several pixels are computed together so their accumulators form independent chains that
+/// keep the FMA units busy; with multiplier 1 and `f32` the AVX-512 and AVX2 paths use
+/// explicit vector code.
+///
+/// # Panics
+/// If a tap of the run falls outside `rows`, or the block is outside the weights (generated
+/// code never does either).
+#[inline(always)]
+pub fn depthwise_run<
+    T: DepthwiseKernels,
+    const C: usize,
+    const W: usize,
+    const CM: usize,
+    const KC: usize,
+    const M: usize,
+    const KH: usize,
+    const KW: usize,
+>(
+    isa: Isa,
+    out: &mut [[T; KC]],
+    run: &Run<'_, T, C, W, KH>,
+    w: &[[[T; CM]; KW]; KH],
+) {
+    const { assert!(KC > 0 && M > 0 && KC.is_multiple_of(M) && CM.is_multiple_of(KC)) };
+    assert!((run.kb + 1) * KC <= CM, "channel block outside the weights");
+    assert!((run.kb + 1) * (KC / M) <= C, "channel block outside the input");
+    if let Some(last) = out.len().checked_sub(1) {
+        let reach = run.col0 + last * run.stride + (KW - 1) * run.dilation;
+        assert!(reach < W, "run reaches column {reach} of {W}");
+    }
+    T::depthwise_run::<C, W, CM, KC, M, KH, KW>(isa, out, run, w);
+}
+
+/// Pixels per group of the portable run.
+const PORTABLE_GROUP: usize = 4;
+
+/// The portable run: groups of pixels, taps outermost, channels innermost (vectorised).
+#[inline(always)]
+fn portable_run<
+    T: Element,
+    const C: usize,
+    const W: usize,
+    const CM: usize,
+    const KC: usize,
+    const M: usize,
+    const KH: usize,
+    const KW: usize,
+>(
+    out: &mut [[T; KC]],
+    run: &Run<'_, T, C, W, KH>,
+    w: &[[[T; CM]; KW]; KH],
+) {
+    let ci0 = run.kb * (KC / M);
+    let co0 = run.kb * KC;
+    for (g, group) in out.chunks_mut(PORTABLE_GROUP).enumerate() {
+        let p0 = g * PORTABLE_GROUP;
+        for (row, wrow) in run.rows.iter().zip(w) {
+            for (kw, wtap) in wrow.iter().enumerate() {
+                let wtap = &wtap[co0..co0 + KC];
+                for (j, acc) in group.iter_mut().enumerate() {
+                    let col = run.col0 + (p0 + j) * run.stride + kw * run.dilation;
+                    let x = &row[col][ci0..ci0 + KC / M];
+                    if M == 1 {
+                        for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(wtap) {
+                            *a = *a + xv * wv;
+                        }
+                    } else {
+                        for ((a, wv), &xv) in acc.chunks_exact_mut(M).zip(wtap.chunks_exact(M)).zip(x) {
+                            for (a, &wv) in a.iter_mut().zip(wv) {
+                                *a = *a + xv * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The portable window: channels outermost, so the compiler keeps a vector of accumulators in
@@ -71,6 +184,24 @@ fn portable<T: Element, const CI: usize, const M: usize, const CO: usize, const 
 
 impl DepthwiseKernels for f64 {
     #[inline(always)]
+    fn depthwise_run<
+        const C: usize,
+        const W: usize,
+        const CM: usize,
+        const KC: usize,
+        const M: usize,
+        const KH: usize,
+        const KW: usize,
+    >(
+        _: Isa,
+        out: &mut [[f64; KC]],
+        run: &Run<'_, f64, C, W, KH>,
+        w: &[[[f64; CM]; KW]; KH],
+    ) {
+        portable_run::<f64, C, W, CM, KC, M, KH, KW>(out, run, w);
+    }
+
+    #[inline(always)]
     fn depthwise_window<const CI: usize, const M: usize, const CO: usize, const TAPS: usize>(
         _: Isa,
         acc: &mut [f64; CO],
@@ -82,6 +213,48 @@ impl DepthwiseKernels for f64 {
 }
 
 impl DepthwiseKernels for f32 {
+    #[inline(always)]
+    fn depthwise_run<
+        const C: usize,
+        const W: usize,
+        const CM: usize,
+        const KC: usize,
+        const M: usize,
+        const KH: usize,
+        const KW: usize,
+    >(
+        isa: Isa,
+        out: &mut [[f32; KC]],
+        run: &Run<'_, f32, C, W, KH>,
+        w: &[[[f32; CM]; KW]; KH],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if M == 1 && !out.is_empty() {
+            let geometry = x86::RunGeometry {
+                pixels: out.len(),
+                channels: KC,
+                col0: run.col0,
+                stride: run.stride,
+                dilation: run.dilation,
+                pixel_stride: C,
+                tap_stride: CM,
+            };
+            let rows = run.rows.map(|r| r.as_flattened()[run.kb * KC..].as_ptr());
+            let taps = w.each_ref().map(|r| r.as_flattened()[run.kb * KC..].as_ptr());
+            let out = out.as_flattened_mut().as_mut_ptr();
+            match isa {
+                // SAFETY: `depthwise_run` checked that the last tap of the run is inside the
+                // rows and the block inside the weights; `isa` is supported (the caller's
+                // contract, as chosen by `dispatch`).
+                Isa::Avx512 => return unsafe { x86::run_avx512::<KH, KW>(out, &rows, &taps, &geometry) },
+                // SAFETY: as above.
+                Isa::Avx2 => return unsafe { x86::run_avx2::<KH, KW>(out, &rows, &taps, &geometry) },
+                Isa::Portable => {}
+            }
+        }
+        portable_run::<f32, C, W, CM, KC, M, KH, KW>(out, run, w);
+    }
+
     #[inline(always)]
     fn depthwise_window<const CI: usize, const M: usize, const CO: usize, const TAPS: usize>(
         isa: Isa,
@@ -110,9 +283,191 @@ impl DepthwiseKernels for f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::{
-        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps,
-        _mm512_maskz_loadu_ps,
+        __m256, __m512, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm512_fmadd_ps,
+        _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
     };
+
+    /// The shape of a run in elements, for the pointer kernels.
+    pub(super) struct RunGeometry {
+        /// Output pixels.
+        pub(super) pixels: usize,
+        /// Channels per output pixel (the block).
+        pub(super) channels: usize,
+        pub(super) col0: usize,
+        pub(super) stride: usize,
+        pub(super) dilation: usize,
+        /// Elements between adjacent input pixels (`C`).
+        pub(super) pixel_stride: usize,
+        /// Elements between adjacent taps of a weight row (`CM`).
+        pub(super) tap_stride: usize,
+    }
+
+    /// Pixels computed together by the AVX-512 run.
+    const GROUP512: usize = 8;
+    /// Pixels computed together by the AVX2 run.
+    const GROUP256: usize = 6;
+
+    /// # Safety
+    /// AVX-512F. `rows[kh]` points at channel `kb * KC` of input pixel 0 of row `kh` and every
+    /// tap of the run (`col0 + p * stride + kw * dilation` for `p < pixels`, `kw < KW`) is inside
+    /// that row; `taps[kh]` points at channel `kb * KC` of weight `[kh][0]`, with `KW` taps
+    /// `tap_stride` apart; `out` holds `pixels * channels` floats.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn run_avx512<const KH: usize, const KW: usize>(
+        out: *mut f32,
+        rows: &[*const f32; KH],
+        taps: &[*const f32; KH],
+        g: &RunGeometry,
+    ) {
+        let mut c = 0;
+        while c < g.channels {
+            let left = g.channels - c;
+            let mask: u16 = if left >= 16 { u16::MAX } else { (1 << left) - 1 };
+            let mut p = 0;
+            while p < g.pixels {
+                let group = GROUP512.min(g.pixels - p);
+                // SAFETY: forwarded; lanes masked to the block.
+                unsafe {
+                    match group {
+                        8 => group_avx512::<KH, KW, 8>(out, rows, taps, g, c, p, mask),
+                        7 => group_avx512::<KH, KW, 7>(out, rows, taps, g, c, p, mask),
+                        6 => group_avx512::<KH, KW, 6>(out, rows, taps, g, c, p, mask),
+                        5 => group_avx512::<KH, KW, 5>(out, rows, taps, g, c, p, mask),
+                        4 => group_avx512::<KH, KW, 4>(out, rows, taps, g, c, p, mask),
+                        3 => group_avx512::<KH, KW, 3>(out, rows, taps, g, c, p, mask),
+                        2 => group_avx512::<KH, KW, 2>(out, rows, taps, g, c, p, mask),
+                        _ => group_avx512::<KH, KW, 1>(out, rows, taps, g, c, p, mask),
+                    }
+                }
+                p += group;
+            }
+            c += 16;
+        }
+    }
+
+    /// `G` pixels from `p`, 16 channels from `c`.
+    ///
+    /// # Safety
+    /// As `run_avx512`, with `p + G <= pixels`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)] // the run's pointers and the tile's position
+    unsafe fn group_avx512<const KH: usize, const KW: usize, const G: usize>(
+        out: *mut f32,
+        rows: &[*const f32; KH],
+        taps: &[*const f32; KH],
+        g: &RunGeometry,
+        c: usize,
+        p: usize,
+        mask: u16,
+    ) {
+        // SAFETY: every offset is inside the buffers per the caller's contract.
+        unsafe {
+            let mut acc: [__m512; G] = [_mm512_maskz_loadu_ps(0, out); G];
+            for (j, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_maskz_loadu_ps(mask, out.add((p + j) * g.channels + c));
+            }
+            for kh in 0..KH {
+                for kw in 0..KW {
+                    let wv = _mm512_maskz_loadu_ps(mask, taps[kh].add(kw * g.tap_stride + c));
+                    let col = g.col0 + p * g.stride + kw * g.dilation;
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let x = rows[kh].add((col + j * g.stride) * g.pixel_stride + c);
+                        *acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, x), wv, *acc);
+                    }
+                }
+            }
+            for (j, acc) in acc.iter().enumerate() {
+                _mm512_mask_storeu_ps(out.add((p + j) * g.channels + c), mask, *acc);
+            }
+        }
+    }
+
+    /// # Safety
+    /// As `run_avx512`, with AVX2 and FMA instead of AVX-512F.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn run_avx2<const KH: usize, const KW: usize>(
+        out: *mut f32,
+        rows: &[*const f32; KH],
+        taps: &[*const f32; KH],
+        g: &RunGeometry,
+    ) {
+        let mut c = 0;
+        while c + 8 <= g.channels {
+            let mut p = 0;
+            while p < g.pixels {
+                let group = GROUP256.min(g.pixels - p);
+                // SAFETY: forwarded; lanes `c .. c + 8` are inside the block.
+                unsafe {
+                    match group {
+                        6 => group_avx2::<KH, KW, 6>(out, rows, taps, g, c, p),
+                        5 => group_avx2::<KH, KW, 5>(out, rows, taps, g, c, p),
+                        4 => group_avx2::<KH, KW, 4>(out, rows, taps, g, c, p),
+                        3 => group_avx2::<KH, KW, 3>(out, rows, taps, g, c, p),
+                        2 => group_avx2::<KH, KW, 2>(out, rows, taps, g, c, p),
+                        _ => group_avx2::<KH, KW, 1>(out, rows, taps, g, c, p),
+                    }
+                }
+                p += group;
+            }
+            c += 8;
+        }
+        // The last channels, one at a time.
+        for c in c..g.channels {
+            for p in 0..g.pixels {
+                // SAFETY: as above, for one lane.
+                unsafe {
+                    let o = out.add(p * g.channels + c);
+                    let mut sum = *o;
+                    for kh in 0..KH {
+                        for kw in 0..KW {
+                            let col = g.col0 + p * g.stride + kw * g.dilation;
+                            sum = sum
+                                + *rows[kh].add(col * g.pixel_stride + c)
+                                    * *taps[kh].add(kw * g.tap_stride + c);
+                        }
+                    }
+                    *o = sum;
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// As `run_avx2`, with `p + G <= pixels` and `c + 8 <= channels`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn group_avx2<const KH: usize, const KW: usize, const G: usize>(
+        out: *mut f32,
+        rows: &[*const f32; KH],
+        taps: &[*const f32; KH],
+        g: &RunGeometry,
+        c: usize,
+        p: usize,
+    ) {
+        // SAFETY: every offset is inside the buffers per the caller's contract.
+        unsafe {
+            let mut acc: [__m256; G] = [_mm256_loadu_ps(out); G];
+            for (j, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_loadu_ps(out.add((p + j) * g.channels + c));
+            }
+            for kh in 0..KH {
+                for kw in 0..KW {
+                    let wv = _mm256_loadu_ps(taps[kh].add(kw * g.tap_stride + c));
+                    let col = g.col0 + p * g.stride + kw * g.dilation;
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let x = rows[kh].add((col + j * g.stride) * g.pixel_stride + c);
+                        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(x), wv, *acc);
+                    }
+                }
+            }
+            for (j, acc) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.add((p + j) * g.channels + c), *acc);
+            }
+        }
+    }
 
     /// # Safety
     /// AVX-512F; `acc` and every `x[t]`, `w[t]` point to `acc.len()` floats.
