@@ -5,35 +5,36 @@
 //! [`check`] on it through the `Layer` trait: random PyTorch-layout weights go through
 //! `from_pytorch` (and must come back unchanged from `to_pytorch`), and `depthwise`, `forward`,
 //! `forward_into` (into an output pre-filled with NaN) and `pointwise` (on the layer's own and on
-//! the reference's depthwise output) are compared with the reference kernels run on the same
-//! buffers. `grid_covers_every_parameter` checks that the grid still exercises every kernel,
+//! the reference's depthwise output), and `forward_into_with`, `depthwise_into_with` and
+//! `pointwise_into_with` with every instruction set the CPU supports, are compared with the
+//! reference kernels run on the same buffers. `grid_covers_every_parameter` checks that the grid still exercises every kernel,
 //! stride, dilation, padding form, multiplier, bias, activation, size, channel count and dtype.
 //! Further tests: ReLU6 that clips at both ends, NaN propagation, `from_pytorch` errors, the
 //! weight accessors, and a MobileNet-size layer in a 2 MiB stack.
 //!
 //! Code layouts (see `separable-macros/src/plan.rs`; `common::Layout` recomputes the rule): a
 //! layer with at most 64 output positions and at most 256 in-bounds taps is unrolled position by
-//! position; any other layer gets loops over an interior (positions whose window is entirely
-//! inside the input; the window written tap by tap if `KH * KW <= 64`, else rolled) and a border.
-//! Each grid entry is tagged with the layout it gets, and `grid_covers_both_layouts` asserts every
-//! tag against the rule:
+//! position; any other layer runs in strips of output rows and blocks of depthwise channels
+//! (channel blocks of at most 256 `d·M` for a divisor `d` of `C`, unless no such block reaches 64;
+//! rows per strip so that a strip of one block fits 64 KiB), each row an interior run (columns
+//! whose whole window is inside the input, through the depthwise row microkernel) and a border
+//! loop. Each grid entry is tagged with the layout it gets, and `grid_covers_both_layouts` asserts
+//! every tag against the rule and that the grid has several strips, several channel blocks and
+//! both at once:
 //!
 //! | tag           | layout                                                             |
 //! |---------------|--------------------------------------------------------------------|
 //! | `unrolled`    | every position its own block                                       |
-//! | `loops`       | interior loop (window unrolled) and border loop                    |
-//! | `loops_all`   | interior loop covering every position, no border                   |
-//! | `loops_none`  | no interior (no window fits inside the input): border loop only    |
-//! | `rolled`      | interior loop with a rolled window (`KH * KW > 64`) and border     |
-//! | `rolled_all`  | rolled interior covering every position                            |
-//! | `rolled_none` | rolled window, but no interior: border loop only                   |
+//! | `strips`      | strips with interior runs and border loops                         |
+//! | `strips_all`  | strips whose interior covers every position, no border             |
+//! | `strips_none` | no interior (no window fits inside the input): border loops only   |
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use separable::{
-    Activation, Bias, Element, Error, Layer, LayerSpec, Padding, PytorchWeights, reference,
+    Activation, Bias, Element, Error, Isa, Layer, LayerSpec, Padding, PytorchWeights, reference,
     separable_conv,
 };
 
@@ -102,6 +103,52 @@ struct Run<L: TestLayer> {
     errors: Errors,
 }
 
+/// `forward_into_with`, `depthwise_into_with` and `pointwise_into_with` (on the reference's
+/// depthwise output `ref_dw`) with every instruction set this CPU has, forced, into
+/// NaN-prefilled outputs, against the reference results.
+fn check_isas<L: TestLayer>(
+    name: &str,
+    layer: &L,
+    input: &L::Input,
+    ref_dw: &[L::Elem],
+    ref_dw_wide: &[f64],
+    ref_y_wide: &[f64],
+) -> Errors {
+    let (dw_dims, out_dims) = (L::SHAPE.depthwise, L::SHAPE.output);
+    let mut errors = Errors::default();
+    for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+        if !isa.is_supported() {
+            continue;
+        }
+        let nan = L::Elem::from_f64(f64::NAN);
+        let mut into = L::Output::filled_with(nan);
+        layer.forward_into_with(isa, input, &mut into);
+        let stage = format!("forward_into_with({isa:?})");
+        errors = errors.max(assert_close(name, &stage, out_dims, into.hwc(), ref_y_wide));
+        let mut dw_into = L::Depthwise::filled_with(nan);
+        layer.depthwise_into_with(isa, input, &mut dw_into);
+        let stage = format!("depthwise_into_with({isa:?})");
+        errors = errors.max(assert_close(
+            name,
+            &stage,
+            dw_dims,
+            dw_into.hwc(),
+            ref_dw_wide,
+        ));
+        let mut pw_into = L::Output::filled_with(nan);
+        layer.pointwise_into_with(isa, &L::Depthwise::from_hwc_slice(ref_dw), &mut pw_into);
+        let stage = format!("pointwise_into_with({isa:?})");
+        errors = errors.max(assert_close(
+            name,
+            &stage,
+            out_dims,
+            pw_into.hwc(),
+            ref_y_wide,
+        ));
+    }
+    errors
+}
+
 /// Compares `L` with the reference kernels on random data: inputs uniform in
 /// `[-x_scale, x_scale)`, weights and biases in `[-w_scale, w_scale)`.
 fn run<L: TestLayer>(name: &str, x_scale: f64, w_scale: f64) -> Run<L> {
@@ -151,6 +198,14 @@ fn run<L: TestLayer>(name: &str, x_scale: f64, w_scale: f64) -> Run<L> {
         "forward_into (NaN-prefilled)",
         out_dims,
         into.hwc(),
+        &ref_y_wide,
+    ));
+    errors = errors.max(check_isas(
+        name,
+        &layer,
+        &input,
+        &ref_dw,
+        &ref_dw_wide,
         &ref_y_wide,
     ));
     let pointwise = layer.pointwise(&depthwise);
@@ -208,20 +263,9 @@ struct Entry {
 fn tag(layout: Layout) -> &'static str {
     match layout {
         Layout::Unrolled => "unrolled",
-        Layout::Loops {
-            window_unrolled, ..
-        } => match (
-            window_unrolled,
-            layout.interior_covers_all(),
-            layout.no_interior(),
-        ) {
-            (true, true, _) => "loops_all",
-            (true, _, true) => "loops_none",
-            (true, false, false) => "loops",
-            (false, true, _) => "rolled_all",
-            (false, _, true) => "rolled_none",
-            (false, false, false) => "rolled",
-        },
+        Layout::Strips { .. } if layout.interior_covers_all() => "strips_all",
+        Layout::Strips { .. } if layout.no_interior() => "strips_none",
+        Layout::Strips { .. } => "strips",
     }
 }
 
@@ -269,24 +313,24 @@ grid! {
     k1_pad1_5x5x3 [unrolled] { input: 5 x 5 x 3, output: 2, kernel: 1, padding: 1, bias: both }
     k2_valid_7x9x3 [unrolled] { input: 7 x 9 x 3, output: 4, kernel: 2 }
     // Even kernel with SAME: nothing padded before, one after.
-    k2_same_11x6x3 [loops] { input: 11 x 6 x 3, output: 4, kernel: 2, padding: same }
+    k2_same_11x6x3 [strips] { input: 11 x 6 x 3, output: 4, kernel: 2, padding: same }
     k2_same_s2_7x9x3 [unrolled] {
         input: 7 x 9 x 3, output: 3, kernel: 2, stride: 2, padding: same
     }
-    // 35 positions but 15 x 21 taps: loops.
-    k3_valid_7x9x3 [loops_all] { input: 7 x 9 x 3, output: 4 }
-    k3_same_7x9x3 [loops] { input: 7 x 9 x 3, output: 4, kernel: 3 x 3, padding: same }
-    k5_same_11x6x3 [loops] { input: 11 x 6 x 3, output: 4, kernel: 5, padding: same }
-    k5_valid_11x9x1 [loops_all] { input: 11 x 9 x 1, output: 3, kernel: 5 }
-    k5_pad2_7x9x3 [loops] { input: 7 x 9 x 3, output: 2, kernel: 5, padding: 2 }
-    k7_same_9x9x3 [loops] { input: 9 x 9 x 3, output: 4, kernel: 7, padding: same }
-    k7_valid_13x13x1 [loops_all] { input: 13 x 13 x 1, output: 3, kernel: 7 }
-    k3x5_same_7x9x3 [loops] { input: 7 x 9 x 3, output: 4, kernel: 3 x 5, padding: same }
-    k3x5_valid_11x6x3 [loops_all] { input: 11 x 6 x 3, output: 4, kernel: 3 x 5 }
-    k5x3_pad2x1_11x6x3 [loops] {
+    // 35 positions but 15 x 21 taps: strips.
+    k3_valid_7x9x3 [strips_all] { input: 7 x 9 x 3, output: 4 }
+    k3_same_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, kernel: 3 x 3, padding: same }
+    k5_same_11x6x3 [strips] { input: 11 x 6 x 3, output: 4, kernel: 5, padding: same }
+    k5_valid_11x9x1 [strips_all] { input: 11 x 9 x 1, output: 3, kernel: 5 }
+    k5_pad2_7x9x3 [strips] { input: 7 x 9 x 3, output: 2, kernel: 5, padding: 2 }
+    k7_same_9x9x3 [strips] { input: 9 x 9 x 3, output: 4, kernel: 7, padding: same }
+    k7_valid_13x13x1 [strips_all] { input: 13 x 13 x 1, output: 3, kernel: 7 }
+    k3x5_same_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, kernel: 3 x 5, padding: same }
+    k3x5_valid_11x6x3 [strips_all] { input: 11 x 6 x 3, output: 4, kernel: 3 x 5 }
+    k5x3_pad2x1_11x6x3 [strips] {
         input: 11 x 6 x 3, output: 4, kernel: 5 x 3, padding: 2 x 1
     }
-    k4_same_9x8x3 [loops] { input: 9 x 8 x 3, output: 4, kernel: 4, padding: same }
+    k4_same_9x8x3 [strips] { input: 9 x 8 x 3, output: 4, kernel: 4, padding: same }
 
     // --- Strides.
     s2_same_7x9x3 [unrolled] { input: 7 x 9 x 3, output: 4, stride: 2, padding: same }
@@ -295,7 +339,7 @@ grid! {
     s3_valid_k5_13x13x1 [unrolled] { input: 13 x 13 x 1, output: 2, kernel: 5, stride: 3 }
     s3_pad1_7x9x3 [unrolled] { input: 7 x 9 x 3, output: 4, stride: 3, padding: 1 }
     s2x1_same_7x9x3 [unrolled] { input: 7 x 9 x 3, output: 4, stride: 2 x 1, padding: same }
-    s2x1_valid_k3x5_11x9x3 [loops_all] {
+    s2x1_valid_k3x5_11x9x3 [strips_all] {
         input: 11 x 9 x 3, output: 3, kernel: 3 x 5, stride: 2 x 1
     }
     s1x2_pad1x0_7x9x3 [unrolled] {
@@ -303,27 +347,27 @@ grid! {
     }
 
     // --- Dilation.
-    d2_same_9x9x3 [loops] { input: 9 x 9 x 3, output: 4, dilation: 2, padding: same }
+    d2_same_9x9x3 [strips] { input: 9 x 9 x 3, output: 4, dilation: 2, padding: same }
     d2_valid_9x9x3 [unrolled] { input: 9 x 9 x 3, output: 4, dilation: 2 }
     d2_s2_same_11x6x3 [unrolled] {
         input: 11 x 6 x 3, output: 4, stride: 2, dilation: 2, padding: same
     }
-    d2x1_pad1_7x9x3 [loops] { input: 7 x 9 x 3, output: 4, dilation: 2 x 1, padding: 1 }
-    d1x2_k3x5_same_7x13x3 [loops] {
+    d2x1_pad1_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, dilation: 2 x 1, padding: 1 }
+    d1x2_k3x5_same_7x13x3 [strips] {
         input: 7 x 13 x 3, output: 4, kernel: 3 x 5, dilation: 1 x 2, padding: same
     }
     d2_s3_pad2_13x13x1 [unrolled] {
         input: 13 x 13 x 1, output: 2, stride: 3, dilation: 2, padding: 2
     }
-    d2_k2_same_9x8x3 [loops] {
+    d2_k2_same_9x8x3 [strips] {
         input: 9 x 8 x 3, output: 4, kernel: 2, dilation: 2, padding: same
     }
 
     // --- Explicit padding, including padding at least as large as the kernel: positions
     // that see only padding output the bias alone.
-    pad1_7x9x3 [loops] { input: 7 x 9 x 3, output: 4, padding: 1 }
-    pad2x0_7x9x3 [loops] { input: 7 x 9 x 3, output: 4, padding: 2 x 0 }
-    pad0x3_k3x5_7x9x3 [loops] {
+    pad1_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, padding: 1 }
+    pad2x0_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, padding: 2 x 0 }
+    pad0x3_k3x5_7x9x3 [strips] {
         input: 7 x 9 x 3, output: 4, kernel: 3 x 5, padding: 0 x 3
     }
     // 7 x 8 positions, most of them only padding.
@@ -333,17 +377,17 @@ grid! {
         input: 2 x 2 x 3, output: 3, padding: 3, bias: both, activation: relu
     }
     // 81 positions; only the centre one has its whole window inside the input.
-    pad4_k3_3x3x3 [loops] { input: 3 x 3 x 3, output: 2, padding: 4, bias: pointwise }
+    pad4_k3_3x3x3 [strips] { input: 3 x 3 x 3, output: 2, padding: 4, bias: pointwise }
     pad3x1_s2_11x6x3 [unrolled] { input: 11 x 6 x 3, output: 4, stride: 2, padding: 3 x 1 }
-    pad2_d2_7x9x3 [loops] { input: 7 x 9 x 3, output: 4, dilation: 2, padding: 2 }
+    pad2_d2_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, dilation: 2, padding: 2 }
 
     // --- Depth multiplier.
-    m2_same_7x9x3 [loops] { input: 7 x 9 x 3, output: 4, padding: same, multiplier: 2 }
-    m3_valid_7x9x3 [loops_all] { input: 7 x 9 x 3, output: 5, multiplier: 3 }
+    m2_same_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, padding: same, multiplier: 2 }
+    m3_valid_7x9x3 [strips_all] { input: 7 x 9 x 3, output: 5, multiplier: 3 }
     m2_s2_same_both_8x8x3 [unrolled] {
         input: 8 x 8 x 3, output: 4, stride: 2, padding: same, multiplier: 2, bias: both
     }
-    m3_c1_same_7x9x1 [loops] {
+    m3_c1_same_7x9x1 [strips] {
         input: 7 x 9 x 1, output: 4, padding: same, multiplier: 3, bias: pointwise
     }
     m2_k1_valid_5x5x8 [unrolled] { input: 5 x 5 x 8, output: 3, kernel: 1, multiplier: 2 }
@@ -375,15 +419,15 @@ grid! {
     relu6_pw_5x5x3 [unrolled] {
         input: 5 x 5 x 3, output: 4, padding: same, pointwise_activation: relu6
     }
-    relu6_dw_relu_pw_7x9x3 [loops] {
+    relu6_dw_relu_pw_7x9x3 [strips] {
         input: 7 x 9 x 3, output: 4, padding: same, bias: both,
         depthwise_activation: relu6, pointwise_activation: relu,
     }
-    relu_dw_relu6_pw_7x9x3 [loops] {
+    relu_dw_relu6_pw_7x9x3 [strips] {
         input: 7 x 9 x 3, output: 4, padding: same, bias: pointwise,
         depthwise_activation: relu, pointwise_activation: relu6,
     }
-    relu_both_7x9x3 [loops] { input: 7 x 9 x 3, output: 4, padding: same, activation: relu }
+    relu_both_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, padding: same, activation: relu }
 
     // --- Degenerate sizes and channel counts.
     in1x1_k1_valid_c8 [unrolled] { input: 1 x 1 x 8, output: 3, kernel: 1 }
@@ -399,8 +443,8 @@ grid! {
     in13x1_k3x1_s2_valid_c17 [unrolled] {
         input: 13 x 1 x 17, output: 3, kernel: 3 x 1, stride: 2
     }
-    c1_valid_11x6x1 [loops_all] { input: 11 x 6 x 1, output: 3 }
-    c8_same_7x9x8 [loops] { input: 7 x 9 x 8, output: 8, padding: same }
+    c1_valid_11x6x1 [strips_all] { input: 11 x 6 x 1, output: 3 }
+    c8_same_7x9x8 [strips] { input: 7 x 9 x 8, output: 8, padding: same }
     c17_same_5x5x17 [unrolled] {
         input: 5 x 5 x 17, output: 8, padding: same, bias: pointwise
     }
@@ -410,95 +454,137 @@ grid! {
     // Exactly 64 positions and exactly 16 x 16 = 256 taps.
     edge_64_positions_256_taps [unrolled] { input: 9 x 9 x 3, output: 4, kernel: 2 }
     // 65 positions.
-    edge_65_positions [loops_all] { input: 5 x 13 x 3, output: 4, kernel: 1 }
+    edge_65_positions [strips_all] { input: 5 x 13 x 3, output: 4, kernel: 1 }
     // 64 positions but 22 x 22 taps.
-    edge_64_positions_484_taps [loops] { input: 8 x 8 x 3, output: 4, padding: same }
-    // A window of exactly 64 taps is still unrolled; one of 72 is rolled.
-    edge_window_64 [loops] { input: 20 x 20 x 3, output: 4, kernel: 8, padding: same }
-    edge_window_72 [rolled] { input: 20 x 20 x 3, output: 4, kernel: 9 x 8, padding: same }
+    edge_64_positions_484_taps [strips] { input: 8 x 8 x 3, output: 4, padding: same }
+    // 36 positions and exactly 16 x 16 = 256 taps.
+    edge_36_positions_256_taps [unrolled] { input: 6 x 6 x 3, output: 4, padding: same }
+    // 30 positions but 15 x 18 = 270 taps.
+    edge_30_positions_270_taps [strips_all] { input: 7 x 8 x 3, output: 4 }
+
+    // --- Large windows: 64 and 72 taps.
+    k8_same_20x20x3 [strips] { input: 20 x 20 x 3, output: 4, kernel: 8, padding: same }
+    k9x8_same_20x20x3 [strips] { input: 20 x 20 x 3, output: 4, kernel: 9 x 8, padding: same }
 
     // --- f64.
     f64_seed_same_5x5x3 [unrolled] { input: 5 x 5 x 3, output: 4, padding: same, dtype: f64 }
-    f64_k5_s2_m2_same_11x6x3 [loops] {
+    f64_k5_s2_m2_same_11x6x3 [strips] {
         input: 11 x 6 x 3, output: 4, kernel: 5, stride: 2, padding: same, multiplier: 2,
         dtype: f64,
     }
-    f64_pad2x0_relu6_7x9x8 [loops] {
+    f64_pad2x0_relu6_7x9x8 [strips] {
         input: 7 x 9 x 8, output: 3, padding: 2 x 0, bias: both, activation: relu6, dtype: f64
     }
-    f64_d2x1_s2x1_9x9x3 [loops] {
+    f64_d2x1_s2x1_9x9x3 [strips] {
         input: 9 x 9 x 3, output: 4, stride: 2 x 1, dilation: 2 x 1, padding: same, dtype: f64
     }
 
     // --- Larger layers.
-    big_k3_same_16x16x8 [loops] { input: 16 x 16 x 8, output: 8, padding: same, bias: both }
+    big_k3_same_16x16x8 [strips] { input: 16 x 16 x 8, output: 8, padding: same, bias: both }
     // Stride 2 SAME on an even and an odd size (pads 0/1 rows, 1/1 columns).
-    big_k3_s2_same_20x13x3 [loops] {
+    big_k3_s2_same_20x13x3 [strips] {
         input: 20 x 13 x 3, output: 5, stride: 2, padding: same
     }
-    big_s2_same_relu6_32x32x3 [loops] {
+    big_s2_same_relu6_32x32x3 [strips] {
         input: 32 x 32 x 3, output: 8, stride: 2, padding: same, bias: both, activation: relu6
     }
     // 81 taps.
-    big_k9_same_24x24x3 [rolled] { input: 24 x 24 x 3, output: 4, kernel: 9, padding: same }
-    big_k9_valid_24x24x1 [rolled_all] {
+    big_k9_same_24x24x3 [strips] { input: 24 x 24 x 3, output: 4, kernel: 9, padding: same }
+    big_k9_valid_24x24x1 [strips_all] {
         input: 24 x 24 x 1, output: 2, kernel: 9, bias: pointwise
     }
-    big_k3_valid_20x20x8 [loops_all] { input: 20 x 20 x 8, output: 6 }
-    big_k1_valid_16x16x8 [loops_all] {
+    big_k3_valid_20x20x8 [strips_all] { input: 20 x 20 x 8, output: 6 }
+    big_k1_valid_16x16x8 [strips_all] {
         input: 16 x 16 x 8, output: 8, kernel: 1, bias: pointwise
     }
-    big_d2_same_20x20x3 [loops] { input: 20 x 20 x 3, output: 4, dilation: 2, padding: same }
+    big_d2_same_20x20x3 [strips] { input: 20 x 20 x 3, output: 4, dilation: 2, padding: same }
     // The input is shorter than the kernel: 100 positions, none with its whole window inside.
-    big_k7_same_5x20x3 [loops_none] {
+    big_k7_same_5x20x3 [strips_none] {
         input: 5 x 20 x 3, output: 4, kernel: 7, padding: same, bias: both
     }
     // Padding 5 around 2 rows: 280 positions, rows 0..=2 and 7..=9 only padding.
-    big_pad5_k3_2x20x3 [loops_none] { input: 2 x 20 x 3, output: 3, padding: 5, bias: both }
-    // As above with a rolled window: 5 rows under a 9-row kernel.
-    big_k9_same_5x30x1 [rolled_none] { input: 5 x 30 x 1, output: 2, kernel: 9, padding: same }
+    big_pad5_k3_2x20x3 [strips_none] { input: 2 x 20 x 3, output: 3, padding: 5, bias: both }
+    // As above with a 9 x 9 window: 5 rows under a 9-row kernel.
+    big_k9_same_5x30x1 [strips_none] { input: 5 x 30 x 1, output: 2, kernel: 9, padding: same }
     // Padding 4 > kernel 3: the outer two rings see only padding.
-    big_pad4_k3_12x12x3 [loops] { input: 12 x 12 x 3, output: 4, padding: 4, bias: both }
+    big_pad4_k3_12x12x3 [strips] { input: 12 x 12 x 3, output: 4, padding: 4, bias: both }
     // One row.
-    big_in1x100_k3_same_c3 [loops_none] { input: 1 x 100 x 3, output: 2, padding: same }
+    big_in1x100_k3_same_c3 [strips_none] { input: 1 x 100 x 3, output: 2, padding: same }
     // One column.
-    big_in100x1_k3x1_valid_c8 [loops_all] { input: 100 x 1 x 8, output: 3, kernel: 3 x 1 }
-    big_m3_same_16x16x3 [loops] { input: 16 x 16 x 3, output: 5, padding: same, multiplier: 3 }
-    big_m2_k5_s2_same_20x13x8 [loops] {
+    big_in100x1_k3x1_valid_c8 [strips_all] { input: 100 x 1 x 8, output: 3, kernel: 3 x 1 }
+    big_m3_same_16x16x3 [strips] { input: 16 x 16 x 3, output: 5, padding: same, multiplier: 3 }
+    big_m2_k5_s2_same_20x13x8 [strips] {
         input: 20 x 13 x 8, output: 6, kernel: 5, stride: 2, padding: same, multiplier: 2,
         bias: both,
     }
-    big_k3x5_s3_pad1x2_28x28x3 [loops] {
+    big_k3x5_s3_pad1x2_28x28x3 [strips] {
         input: 28 x 28 x 3, output: 4, kernel: 3 x 5, stride: 3, padding: 1 x 2
     }
-    big_s2x1_d2x1_same_16x12x3 [loops] {
+    big_s2x1_d2x1_same_16x12x3 [strips] {
         input: 16 x 12 x 3, output: 4, stride: 2 x 1, dilation: 2 x 1, padding: same
     }
-    big_k2_same_16x16x3 [loops] { input: 16 x 16 x 3, output: 4, kernel: 2, padding: same }
-    big_k4_s2_same_17x17x3 [loops] {
+    big_k2_same_16x16x3 [strips] { input: 16 x 16 x 3, output: 4, kernel: 2, padding: same }
+    big_k4_s2_same_17x17x3 [strips] {
         input: 17 x 17 x 3, output: 4, kernel: 4, stride: 2, padding: same
     }
-    big_k5_s3_valid_28x28x3 [loops_all] { input: 28 x 28 x 3, output: 4, kernel: 5, stride: 3 }
-    big_pad2x0_d2_20x13x3 [loops] {
+    big_k5_s3_valid_28x28x3 [strips_all] { input: 28 x 28 x 3, output: 4, kernel: 5, stride: 3 }
+    big_pad2x0_d2_20x13x3 [strips] {
         input: 20 x 13 x 3, output: 4, dilation: 2, padding: 2 x 0
     }
-    big_c17_same_9x9x17 [loops] { input: 9 x 9 x 17, output: 8, padding: same, bias: pointwise }
-    big_relu_dw_relu6_pw_16x16x3 [loops] {
+    big_c17_same_9x9x17 [strips] { input: 9 x 9 x 17, output: 8, padding: same, bias: pointwise }
+    big_relu_dw_relu6_pw_16x16x3 [strips] {
         input: 16 x 16 x 3, output: 4, padding: same, bias: pointwise,
         depthwise_activation: relu, pointwise_activation: relu6,
     }
-    big_f64_k3_same_relu_16x16x8 [loops] {
+    big_f64_k3_same_relu_16x16x8 [strips] {
         input: 16 x 16 x 8, output: 8, padding: same, bias: both, activation: relu, dtype: f64
     }
-    big_f64_k9_s2_same_30x30x3 [rolled] {
+    big_f64_k9_s2_same_30x30x3 [strips] {
         input: 30 x 30 x 3, output: 3, kernel: 9, stride: 2, padding: same, dtype: f64
     }
     // 72 taps, with stride, dilation and multiplier.
-    big_k9x8_s2_d2_m2_same_30x30x2 [rolled] {
+    big_k9x8_s2_d2_m2_same_30x30x2 [strips] {
         input: 30 x 30 x 2, output: 3, kernel: 9 x 8, stride: 2, dilation: 2, padding: same,
         multiplier: 2, bias: both, depthwise_activation: relu,
     }
-    big_k9_pad2x5_24x24x1 [rolled] { input: 24 x 24 x 1, output: 2, kernel: 9, padding: 2 x 5 }
+    big_k9_pad2x5_24x24x1 [strips] { input: 24 x 24 x 1, output: 2, kernel: 9, padding: 2 x 5 }
+
+    // --- Several channel blocks and several strips. (channel blocks, strips) in the names'
+    // comments; few output channels keep these fast.
+    // (2, 1): C·M = 320 > 256 in blocks of 160.
+    blocks_same_6x7x320 [strips] { input: 6 x 7 x 320, output: 3, padding: same }
+    // (2, 1): C·M = 96 · 3 = 288 in blocks of 48 · 3 = 144.
+    blocks_m3_same_5x9x96 [strips] {
+        input: 5 x 9 x 96, output: 3, padding: same, multiplier: 3
+    }
+    // (1, 2): a prime channel count has no block between 64 and 256; 7 rows per strip.
+    blocks_prime_same_8x8x257 [strips] { input: 8 x 8 x 257, output: 2, padding: same }
+    // (1, 2): C·M = 256 exactly is one block; 8 rows of 8 x 256 f32 fill 64 KiB exactly.
+    blocks_256_same_9x8x256 [strips] { input: 9 x 8 x 256, output: 2, padding: same }
+    // (2, 1): no interior row, border loops in both blocks.
+    blocks_in1x80_same_c320 [strips_none] { input: 1 x 80 x 320, output: 2, padding: same }
+    // (1, 4): 12 rows per strip, the last one 4 rows.
+    strips_same_40x40x32 [strips] { input: 40 x 40 x 32, output: 3, padding: same }
+    // (1, 3): stride 2 with SAME padding 1 before and after; 10 rows per strip of 24.
+    strips_s2_same_47x47x64 [strips] { input: 47 x 47 x 64, output: 3, stride: 2, padding: same }
+    // (1, 4): one row of 66 x 256 f32 is over 64 KiB, so one row per strip.
+    strips_rows1_same_4x66x256 [strips] { input: 4 x 66 x 256, output: 2, padding: same }
+    // (2, 3): 4 rows of 24 x 160 per strip.
+    strips_blocks_valid_12x26x320 [strips_all] { input: 12 x 26 x 320, output: 3 }
+    // (2, 2): stride 2, multiplier 3, blocks of 144, 9 rows per strip of 12.
+    strips_blocks_m3_s2_same_24x24x96 [strips] {
+        input: 24 x 24 x 96, output: 3, stride: 2, padding: same, multiplier: 3
+    }
+    // (1, 5): f64 halves the rows per strip (5 of 24; f32 would take 10).
+    strips_f64_same_24x24x64 [strips] { input: 24 x 24 x 64, output: 3, padding: same, dtype: f64 }
+    // (2, 3): f64, blocks of 160, 4 rows per strip.
+    strips_blocks_f64_same_10x12x320 [strips] {
+        input: 10 x 12 x 320, output: 2, padding: same, dilation: 2, dtype: f64
+    }
+    // (3, 2): the depthwise bias and ReLU6 apply block by block; 7 rows per strip.
+    strips_blocks_both_relu6_10x9x768 [strips] {
+        input: 10 x 9 x 768, output: 3, padding: same, bias: both, activation: relu6
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,8 +662,8 @@ fn grid_covers_every_parameter() {
     }
 }
 
-/// Every entry's layout tag is the layout the unroll policy gives it, and the grid exercises
-/// each layout (and both sides of each limit of the policy).
+/// Every entry's layout tag is the layout the policy gives it, and the grid exercises each
+/// layout and both sides of each limit of the unrolled rule.
 #[test]
 fn grid_covers_both_layouts() {
     for e in GRID {
@@ -594,12 +680,9 @@ fn grid_covers_both_layouts() {
     let count = |t: &str| GRID.iter().filter(|e| e.tag == t).count();
     for (t, at_least) in [
         ("unrolled", 20),
-        ("loops", 20),
-        ("loops_all", 3),
-        ("loops_none", 2),
-        ("rolled", 3),
-        ("rolled_all", 1),
-        ("rolled_none", 1),
+        ("strips", 30),
+        ("strips_all", 5),
+        ("strips_none", 3),
     ] {
         let n = count(t);
         eprintln!("{t}: {n}");
@@ -611,20 +694,144 @@ fn grid_covers_both_layouts() {
     assert!(
         GRID.iter().any(|e| {
             let shape = e.spec.shape().unwrap();
-            e.tag.ends_with("_none") && shape.rows.output * shape.cols.output > 64
+            e.tag == "strips_none" && shape.rows.output * shape.cols.output > 64
         }),
         "no layer without an interior on more than 64 positions"
     );
-    for (name, t) in [
-        ("edge_64_positions_256_taps", "unrolled"),
-        ("edge_65_positions", "loops_all"),
-        ("edge_64_positions_484_taps", "loops"),
-        ("edge_window_64", "loops"),
-        ("edge_window_72", "rolled"),
+
+    // The unrolled rule: at most 64 output positions and at most 256 in-bounds taps.
+    for (name, positions, taps, t) in [
+        ("edge_64_positions_256_taps", 64, 256, "unrolled"),
+        ("edge_36_positions_256_taps", 36, 256, "unrolled"),
+        ("edge_65_positions", 65, 65, "strips_all"),
+        ("edge_64_positions_484_taps", 64, 484, "strips"),
+        ("edge_30_positions_270_taps", 30, 270, "strips_all"),
     ] {
-        let entry = GRID.iter().find(|e| e.name == name);
-        assert_eq!(entry.map(|e| e.tag), Some(t), "{name}");
+        let e = entry(name);
+        let shape = e.spec.shape().unwrap();
+        let (per_axis, _) = common::taps_and_interior(&e.spec);
+        assert_eq!(
+            (
+                shape.rows.output * shape.cols.output,
+                per_axis[0] * per_axis[1],
+                e.tag
+            ),
+            (positions, taps, t),
+            "{name}: (positions, taps, tag)"
+        );
     }
+}
+
+/// The grid entry called `name`.
+fn entry(name: &str) -> &'static Entry {
+    GRID.iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no grid entry {name}"))
+}
+
+/// The grid has several strips, several channel blocks and both at once, in the cases the rule
+/// distinguishes (multipliers, prime channel counts, one row per strip, `f64`, bias and ReLU6).
+#[test]
+fn grid_covers_strips_and_channel_blocks() {
+    // Worked out by hand from the rule: (entry, depthwise channels per block, output rows per
+    // strip, channel blocks, strips).
+    for (name, channels, rows, blocks, strips) in [
+        ("blocks_same_6x7x320", 160, 6, 2, 1),
+        ("blocks_m3_same_5x9x96", 144, 5, 2, 1),
+        ("blocks_prime_same_8x8x257", 257, 7, 1, 2),
+        ("blocks_256_same_9x8x256", 256, 8, 1, 2),
+        ("blocks_in1x80_same_c320", 160, 1, 2, 1),
+        ("strips_same_40x40x32", 32, 12, 1, 4),
+        ("strips_s2_same_47x47x64", 64, 10, 1, 3),
+        ("strips_rows1_same_4x66x256", 256, 1, 1, 4),
+        ("strips_blocks_valid_12x26x320", 160, 4, 2, 3),
+        ("strips_blocks_m3_s2_same_24x24x96", 144, 9, 2, 2),
+        ("strips_f64_same_24x24x64", 64, 5, 1, 5),
+        ("strips_blocks_f64_same_10x12x320", 160, 4, 2, 3),
+        ("strips_blocks_both_relu6_10x9x768", 256, 7, 3, 2),
+    ] {
+        let e = entry(name);
+        let shape = e.spec.shape().unwrap();
+        let output = [shape.rows.output, shape.cols.output];
+        let layout = (e.layout)();
+        assert_eq!(
+            (
+                common::channel_block(e.spec.input[2], e.spec.multiplier),
+                common::strip_rows(output, channels, common::elem_bytes(e.dtype)),
+                layout.channel_blocks(),
+                layout.strips(),
+            ),
+            (channels, rows, blocks, strips),
+            "{name}: (channels per block, rows per strip, channel blocks, strips) of {layout:?}"
+        );
+    }
+    // f64 halves the rows per strip of the same layer in f32.
+    let e = entry("strips_f64_same_24x24x64");
+    let shape = e.spec.shape().unwrap();
+    let (output, channels) = ([shape.rows.output, shape.cols.output], shape.depthwise[2]);
+    assert_eq!(e.dtype, "f64");
+    assert_eq!(
+        common::strip_rows(output, channels, 4),
+        2 * common::strip_rows(output, channels, 8)
+    );
+
+    let has = |what: &str, f: &dyn Fn(&Entry, Layout) -> bool| {
+        assert!(
+            GRID.iter().any(|e| f(e, (e.layout)())),
+            "no grid entry with {what}"
+        );
+    };
+    let cm = |e: &Entry| e.spec.input[2] * e.spec.multiplier;
+    has("several channel blocks", &|_, l| l.channel_blocks() > 1);
+    has("several channel blocks of a multiplier", &|e, l| {
+        e.spec.multiplier > 1 && cm(e) > 256 && l.channel_blocks() > 1
+    });
+    has("a prime channel count over 256 in one block", &|e, l| {
+        let c = e.spec.input[2];
+        c > 256
+            && (2..c).all(|d| c % d != 0)
+            && matches!(l, Layout::Strips { .. })
+            && l.channel_blocks() == 1
+    });
+    has("several strips", &|_, l| l.strips() > 1);
+    has("stride 2 with several strips", &|e, l| {
+        e.spec.stride == [2, 2] && l.strips() > 1
+    });
+    has("several strips and several channel blocks", &|_, l| {
+        l.strips() > 1 && l.channel_blocks() > 1
+    });
+    has(
+        "several strips and several channel blocks, no border",
+        &|_, l| l.strips() > 1 && l.channel_blocks() > 1 && l.interior_covers_all(),
+    );
+    has("several channel blocks, no interior", &|_, l| {
+        l.channel_blocks() > 1 && l.no_interior()
+    });
+    has("f64 with several strips", &|e, l| {
+        e.dtype == "f64" && l.strips() > 1
+    });
+    has("f64 with several strips and channel blocks", &|e, l| {
+        e.dtype == "f64" && l.strips() > 1 && l.channel_blocks() > 1
+    });
+    has(
+        "bias: both and ReLU6 on both stages with several channel blocks",
+        &|e, l| {
+            e.spec.bias == Bias::Both
+                && e.activations == [Activation::Relu6, Activation::Relu6]
+                && l.channel_blocks() > 1
+        },
+    );
+    has("a strip of one row", &|e, l| {
+        let shape = e.spec.shape().unwrap();
+        l.strips() == shape.rows.output && l.strips() > 1
+    });
+    has("a last strip shorter than the others", &|e, l| {
+        let shape = e.spec.shape().unwrap();
+        let output = [shape.rows.output, shape.cols.output];
+        let channels = common::channel_block(e.spec.input[2], e.spec.multiplier);
+        let rows = common::strip_rows(output, channels, common::elem_bytes(e.dtype));
+        l.strips() > 1 && output[0] % rows != 0
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -675,7 +882,7 @@ fn relu6_clips_at_zero_and_six_unrolled() {
 }
 
 #[test]
-fn relu6_clips_at_zero_and_six_loops() {
+fn relu6_clips_at_zero_and_six_strips() {
     separable_conv! {
         #[allow(dead_code)]
         struct Clip {
@@ -683,8 +890,24 @@ fn relu6_clips_at_zero_and_six_loops() {
             activation: relu6, dtype: f64,
         }
     }
-    assert!(matches!(Layout::of::<Clip>(), Layout::Loops { .. }));
-    check_relu6_clips::<Clip>("relu6_clips_loops");
+    assert!(matches!(Layout::of::<Clip>(), Layout::Strips { .. }));
+    check_relu6_clips::<Clip>("relu6_clips_strips");
+}
+
+/// The depthwise bias and ReLU6 are applied per channel block: both clips with two blocks. In
+/// `f64`: sums over 320 channels of terms up to 18 cancel to values near 0, where `f32`
+/// rounding alone exceeds the tolerance.
+#[test]
+fn relu6_clips_at_zero_and_six_channel_blocks() {
+    separable_conv! {
+        #[allow(dead_code)]
+        struct Clip {
+            input: 6 x 7 x 320, output: 16, padding: same, bias: both, activation: relu6,
+            dtype: f64,
+        }
+    }
+    assert_eq!(Layout::of::<Clip>().channel_blocks(), 2);
+    check_relu6_clips::<Clip>("relu6_clips_channel_blocks");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -781,14 +1004,14 @@ fn nan_propagates_to_covering_positions_unrolled() {
 }
 
 #[test]
-fn nan_propagates_to_covering_positions_loops() {
+fn nan_propagates_to_covering_positions_strips() {
     separable_conv! {
         #[allow(dead_code)]
         struct Nan { input: 16 x 16 x 3, output: 4, padding: same, activation: relu6 }
     }
-    assert!(matches!(Layout::of::<Nan>(), Layout::Loops { .. }));
+    assert!(matches!(Layout::of::<Nan>(), Layout::Strips { .. }));
     check_nan::<Nan>(
-        "nan_loops",
+        "nan_strips",
         &[
             (0, 0, 0),
             (0, 7, 1),
@@ -801,21 +1024,43 @@ fn nan_propagates_to_covering_positions_loops() {
 }
 
 #[test]
-fn nan_propagates_to_covering_positions_rolled() {
+fn nan_propagates_to_covering_positions_9x9_window() {
     separable_conv! {
         #[allow(dead_code)]
         struct Nan { input: 24 x 24 x 2, output: 3, kernel: 9, padding: same, activation: relu }
     }
-    assert!(matches!(
-        Layout::of::<Nan>(),
-        Layout::Loops {
-            window_unrolled: false,
-            ..
-        }
-    ));
+    assert!(matches!(Layout::of::<Nan>(), Layout::Strips { .. }));
     check_nan::<Nan>(
-        "nan_rolled",
+        "nan_9x9_window",
         &[(0, 0, 0), (12, 12, 1), (23, 3, 0), (5, 20, 1)],
+    );
+}
+
+/// Two strips of 8 and 6 rows and two blocks of 160 channels: NaNs on the rows either side of
+/// the strip boundary (windows that straddle it) and on the first and last channel of each block.
+#[test]
+fn nan_propagates_to_covering_positions_strips_and_channel_blocks() {
+    separable_conv! {
+        #[allow(dead_code)]
+        struct Nan { input: 14 x 12 x 320, output: 2, padding: same }
+    }
+    let layout = Layout::of::<Nan>();
+    assert_eq!(
+        (layout.strips(), layout.channel_blocks()),
+        (2, 2),
+        "{layout:?}"
+    );
+    assert_eq!(common::strip_rows([14, 12], 160, 4), 8);
+    check_nan::<Nan>(
+        "nan_strips_and_blocks",
+        &[
+            (7, 0, 0),
+            (8, 11, 159),
+            (7, 5, 160),
+            (8, 6, 319),
+            (0, 0, 319),
+            (13, 11, 160),
+        ],
     );
 }
 
@@ -873,7 +1118,7 @@ fn accessors_use_the_documented_layouts() {
     // PyTorch pointwise [N, C·M, 1, 1] -> storage [C·M][N].
     for o in 0..3 {
         for k in 0..4 {
-            assert_eq!(layer.pointwise_weight()[k][o], pw[o * 4 + k]);
+            assert_eq!(layer.pointwise_weight()[(k, o)], pw[o * 4 + k]);
         }
     }
     assert_eq!(layer.depthwise_bias().map(|b| &b[..]), dwb);
@@ -881,7 +1126,7 @@ fn accessors_use_the_documented_layouts() {
     // Weights set through the accessors come back through `to_pytorch`.
     let mut edited = Acc::zeroed();
     edited.depthwise_weight_mut()[1][2][3] = 7.0;
-    edited.pointwise_weight_mut()[3][2] = 5.0;
+    edited.pointwise_weight_mut()[(3, 2)] = 5.0;
     if let Some(b) = edited.depthwise_bias_mut() {
         b[1] = 2.0;
     }
@@ -1136,7 +1381,16 @@ fn mobilenet_size_layer_in_a_2_mib_stack() {
         #[allow(dead_code)]
         struct Block { input: 112 x 112 x 32, output: 64, padding: same }
     }
-    assert!(matches!(Layout::of::<Block>(), Layout::Loops { .. }));
+    // 4 rows of 112 x 32 f32 per strip.
+    assert_eq!(
+        Layout::of::<Block>(),
+        Layout::Strips {
+            interior: [110, 110],
+            output: [112, 112],
+            channel_blocks: 1,
+            strips: 28,
+        }
+    );
     let errors = std::thread::Builder::new()
         .stack_size(2 * 1024 * 1024)
         .spawn(|| run::<Block>("mobilenet_112x112x32", 1.0, 1.0).errors)

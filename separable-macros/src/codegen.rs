@@ -484,6 +484,21 @@ fn stages(ctx: &Ctx<'_>) -> TokenStream {
             )),
         ),
     };
+    let parallel = match &ctx.plan.depthwise {
+        Depthwise::Unrolled => quote!(self.forward_into(input, output);),
+        Depthwise::InteriorBorder { strips, .. } => {
+            let [_, ow, n] = ctx.layer.shape.output;
+            let (rows, chunk) = (lit(strips.rows), lit(strips.rows * ow * n));
+            quote! {
+                let isa = #krate::Isa::detect();
+                let x = input.as_array();
+                let out = output.as_array_mut().as_flattened_mut().as_flattened_mut();
+                __sep::for_each_chunk(out, #chunk, |strip, out| {
+                    __sep::dispatch_as(isa, __Strip { layer: self, x, r0: strip * #rows, out });
+                });
+            }
+        }
+    };
     let ignore_isa = matches!(ctx.plan.depthwise, Depthwise::Unrolled).then(|| {
         quote! {
             // Tiny layers run the same per-pixel code on every instruction set.
@@ -512,6 +527,13 @@ fn stages(ctx: &Ctx<'_>) -> TokenStream {
         pub fn forward_into_with(&self, isa: #krate::Isa, input: &#input_ty, output: &mut #output_ty) {
             #ignore_isa
             #forward
+        }
+
+        /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
+        /// feature (on the calling thread otherwise). Each strip of output rows is computed the
+        /// same way whichever thread runs it, so the result is bit-identical to `forward_into`.
+        pub fn forward_into_parallel(&self, input: &#input_ty, output: &mut #output_ty) {
+            #parallel
         }
 
         /// Runs the depthwise stage (with its bias and activation).
@@ -564,11 +586,7 @@ fn stages(ctx: &Ctx<'_>) -> TokenStream {
 fn kernels(ctx: &Ctx<'_>) -> TokenStream {
     match &ctx.plan.depthwise {
         Depthwise::Unrolled => pixel_kernels(ctx),
-        Depthwise::InteriorBorder {
-            rows,
-            cols,
-            strips,
-        } => strip_kernels(ctx, rows, cols, *strips),
+        Depthwise::InteriorBorder { rows, cols, strips } => strip_kernels(ctx, rows, cols, *strips),
     }
 }
 
@@ -693,36 +711,45 @@ fn strip_kernels(
     let pw_activation = activation_of(layer.pointwise_activation, quote!(out));
     let walk = interior_border(ctx, interior_rows, interior_cols);
     quote! {
-        /// Both stages over strips of output rows: per block of channels, the depthwise output
-        /// of the strip goes to `scratch` (on the stack, sized for the cache), and the pointwise
-        /// microkernel adds its contribution to the strip's output rows.
+        /// Both stages over strips of output rows.
         #[inline(always)]
         fn forward_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #output) {
             let mut scratch = [[#zero; #kc_lit]; #scratch_pixels];
             let out = out.as_flattened_mut().as_flattened_mut();
-            let bias: &[#elem] = #pw_bias;
-            for r0 in (0..#oh_lit).step_by(#rows_lit) {
-                let r1 = (r0 + #rows_lit).min(#oh_lit);
-                let pixels = (r1 - r0) * #ow_lit;
-                let out = &mut out[r0 * #ow_lit * #n_lit..r1 * #ow_lit * #n_lit];
-                for kb in 0..#blocks_lit {
-                    let strip = &mut scratch[..pixels];
-                    self.depthwise_block(isa, x, r0, r1, kb, strip);
-                    #dw_activation
-                    let block = __sep::PointwiseBlock {
-                        a: strip.as_flattened(),
-                        pixels,
-                        k0: kb * #kc_lit,
-                        k_block: #kc_lit,
-                        k: #cm_lit,
-                        n: #n_lit,
-                        packed: &self.pointwise_weight[..],
-                    };
-                    let init = if kb == 0 { ::core::option::Option::Some(bias) } else { ::core::option::Option::None };
-                    __sep::pointwise_block(isa, &block, init, out);
-                }
-                #pw_activation
+            for (strip, out) in out.chunks_mut(#rows_lit * #ow_lit * #n_lit).enumerate() {
+                self.forward_strip(isa, x, strip * #rows_lit, out, &mut scratch);
             }
+        }
+
+        /// Both stages for the strip of output rows from `r0` (`out` holds those rows): per block
+        /// of channels, the strip's depthwise output goes to `scratch` (on the stack, sized for
+        /// the cache), and the pointwise microkernel adds its contribution to `out`.
+        #[inline(always)]
+        fn forward_strip(
+            &self,
+            isa: __sep::Isa,
+            x: &#input,
+            r0: usize,
+            out: &mut [#elem],
+            scratch: &mut [#block; #scratch_pixels],
+        ) {
+            let pixels = out.len() / #n_lit;
+            let r1 = r0 + pixels / #ow_lit;
+            let bias: &[#elem] = #pw_bias;
+            for kb in 0..#blocks_lit {
+                let strip = &mut scratch[..pixels];
+                self.depthwise_block(isa, x, r0, r1, kb, strip);
+                #dw_activation
+                let block = __sep::PointwiseBlock {
+                    a: strip.as_flattened(),
+                    pixels,
+                    k0: kb * #kc_lit,
+                    packed: &self.pointwise_weight[..],
+                };
+                let init = if kb == 0 { ::core::option::Option::Some(bias) } else { ::core::option::Option::None };
+                __sep::pointwise_block::<#elem, #kc_lit, #cm_lit, #n_lit>(isa, &block, init, out);
+            }
+            #pw_activation
         }
 
         #[inline(always)]
@@ -754,13 +781,15 @@ fn strip_kernels(
                     a: &y[r0 * #ow_lit * #cm_lit..r1 * #ow_lit * #cm_lit],
                     pixels: (r1 - r0) * #ow_lit,
                     k0: 0,
-                    k_block: #cm_lit,
-                    k: #cm_lit,
-                    n: #n_lit,
                     packed: &self.pointwise_weight[..],
                 };
                 let out = &mut out[r0 * #ow_lit * #n_lit..r1 * #ow_lit * #n_lit];
-                __sep::pointwise_block(isa, &block, ::core::option::Option::Some(bias), out);
+                __sep::pointwise_block::<#elem, #cm_lit, #cm_lit, #n_lit>(
+                    isa,
+                    &block,
+                    ::core::option::Option::Some(bias),
+                    out,
+                );
                 #pw_activation
             }
         }
@@ -823,6 +852,12 @@ fn kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
     let input = ctx.array(&shape.input);
     let depthwise = ctx.array(&shape.depthwise);
     let output = ctx.array(&shape.output);
+    let (elem, zero) = (&ctx.elem, &ctx.zero);
+    let Depthwise::InteriorBorder { strips, .. } = &ctx.plan.depthwise else {
+        return TokenStream::new();
+    };
+    let kc_lit = lit(strips.channels);
+    let scratch_pixels = lit(strips.rows * shape.depthwise[1]);
     quote! {
         struct __Forward<'a> {
             layer: &'a #name,
@@ -835,6 +870,22 @@ fn kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
             #[inline(always)]
             fn run(self, isa: __sep::Isa) {
                 self.layer.forward_strips(isa, self.x, self.out);
+            }
+        }
+
+        struct __Strip<'a> {
+            layer: &'a #name,
+            x: &'a #input,
+            r0: usize,
+            out: &'a mut [#elem],
+        }
+
+        impl __sep::Kernel for __Strip<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run(self, isa: __sep::Isa) {
+                let mut scratch = [[#zero; #kc_lit]; #scratch_pixels];
+                self.layer.forward_strip(isa, self.x, self.r0, self.out, &mut scratch);
             }
         }
 
@@ -985,12 +1036,10 @@ fn interior_border(
                 let run = __sep::DepthwiseRun {
                     rows: [#(#input_rows),*],
                     col0: #col0,
-                    stride: #sw,
-                    dilation: #dw,
                     kb,
                 };
                 let row = (oh - r0) * #ow_n;
-                __sep::depthwise_run::<#elem, #c, #w, #cm, #kc, #m, #kh, #kw>(
+                __sep::depthwise_run::<#elem, #c, #w, #cm, #kc, #m, #kh, #kw, #sw, #dw>(
                     isa,
                     &mut out[row + #c0..row + #c1],
                     &run,
@@ -1096,6 +1145,18 @@ fn trait_impl(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
 
             fn forward_into(&self, input: &#input_ty, output: &mut #output_ty) {
                 #name::forward_into(self, input, output)
+            }
+
+            fn forward_into_with(&self, isa: #krate::Isa, input: &#input_ty, output: &mut #output_ty) {
+                #name::forward_into_with(self, isa, input, output)
+            }
+
+            fn depthwise_into_with(&self, isa: #krate::Isa, input: &#input_ty, output: &mut #depthwise_ty) {
+                #name::depthwise_into_with(self, isa, input, output)
+            }
+
+            fn pointwise_into_with(&self, isa: #krate::Isa, depthwise: &#depthwise_ty, output: &mut #output_ty) {
+                #name::pointwise_into_with(self, isa, depthwise, output)
             }
 
             fn depthwise(&self, input: &#input_ty) -> #depthwise_ty {

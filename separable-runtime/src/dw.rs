@@ -20,54 +20,24 @@ pub trait DepthwiseKernels: Element {
         const M: usize,
         const KH: usize,
         const KW: usize,
+        const SW: usize,
+        const DW: usize,
     >(
         isa: Isa,
         out: &mut [[Self; KC]],
         run: &Run<'_, Self, C, W, KH>,
         w: &[[[Self; CM]; KW]; KH],
     );
-
-    /// See [`depthwise_window`].
-    fn depthwise_window<const CI: usize, const M: usize, const CO: usize, const TAPS: usize>(
-        isa: Isa,
-        acc: &mut [Self; CO],
-        x: [&[Self; CI]; TAPS],
-        w: [&[Self; CO]; TAPS],
-    );
-}
-
-/// A whole `KH x KW` window over one block of channels. `isa` must be supported by this CPU
-/// (generated code passes the one `dispatch` chose); it is a constant after inlining, so the
-/// choice costs nothing.
-#[inline(always)]
-pub fn depthwise_window<
-    T: DepthwiseKernels,
-    const CI: usize,
-    const M: usize,
-    const CO: usize,
-    const TAPS: usize,
->(
-    isa: Isa,
-    acc: &mut [T; CO],
-    x: [&[T; CI]; TAPS],
-    w: [&[T; CO]; TAPS],
-) {
-    const { assert!(CI * M == CO, "CO must equal CI * M") };
-    T::depthwise_window::<CI, M, CO, TAPS>(isa, acc, x, w);
 }
 
 /// A run of adjacent output pixels in one row, all of whose taps are inside the input: the
 /// interior of a row. Output pixel `p` reads input columns
-/// `col0 + p * stride + kw * dilation` of `rows[kh]`, channels of block `kb`.
+/// `col0 + p * SW + kw * DW` of `rows[kh]`, channels of block `kb`.
 pub struct Run<'a, T, const C: usize, const W: usize, const KH: usize> {
     /// The input rows of taps `kh = 0 .. KH`.
     pub rows: [&'a [[T; C]; W]; KH],
     /// Input column of tap `kw = 0` for the first pixel of the run.
     pub col0: usize,
-    /// Column stride.
-    pub stride: usize,
-    /// Column dilation.
-    pub dilation: usize,
     /// Channel block: depthwise channels `kb * KC ..`, input channels `kb * KC / M ..`.
     pub kb: usize,
 }
@@ -91,6 +61,8 @@ pub fn depthwise_run<
     const M: usize,
     const KH: usize,
     const KW: usize,
+    const SW: usize,
+    const DW: usize,
 >(
     isa: Isa,
     out: &mut [[T; KC]],
@@ -99,12 +71,15 @@ pub fn depthwise_run<
 ) {
     const { assert!(KC > 0 && M > 0 && KC.is_multiple_of(M) && CM.is_multiple_of(KC)) };
     assert!((run.kb + 1) * KC <= CM, "channel block outside the weights");
-    assert!((run.kb + 1) * (KC / M) <= C, "channel block outside the input");
+    assert!(
+        (run.kb + 1) * (KC / M) <= C,
+        "channel block outside the input"
+    );
     if let Some(last) = out.len().checked_sub(1) {
-        let reach = run.col0 + last * run.stride + (KW - 1) * run.dilation;
+        let reach = run.col0 + last * SW + (KW - 1) * DW;
         assert!(reach < W, "run reaches column {reach} of {W}");
     }
-    T::depthwise_run::<C, W, CM, KC, M, KH, KW>(isa, out, run, w);
+    T::depthwise_run::<C, W, CM, KC, M, KH, KW, SW, DW>(isa, out, run, w);
 }
 
 /// Pixels per group of the portable run.
@@ -121,6 +96,8 @@ fn portable_run<
     const M: usize,
     const KH: usize,
     const KW: usize,
+    const SW: usize,
+    const DW: usize,
 >(
     out: &mut [[T; KC]],
     run: &Run<'_, T, C, W, KH>,
@@ -134,49 +111,22 @@ fn portable_run<
             for (kw, wtap) in wrow.iter().enumerate() {
                 let wtap = &wtap[co0..co0 + KC];
                 for (j, acc) in group.iter_mut().enumerate() {
-                    let col = run.col0 + (p0 + j) * run.stride + kw * run.dilation;
+                    let col = run.col0 + (p0 + j) * SW + kw * DW;
                     let x = &row[col][ci0..ci0 + KC / M];
                     if M == 1 {
                         for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(wtap) {
                             *a = *a + xv * wv;
                         }
                     } else {
-                        for ((a, wv), &xv) in acc.chunks_exact_mut(M).zip(wtap.chunks_exact(M)).zip(x) {
+                        for ((a, wv), &xv) in
+                            acc.chunks_exact_mut(M).zip(wtap.chunks_exact(M)).zip(x)
+                        {
                             for (a, &wv) in a.iter_mut().zip(wv) {
                                 *a = *a + xv * wv;
                             }
                         }
                     }
                 }
-            }
-        }
-    }
-}
-
-/// The portable window: channels outermost, so the compiler keeps a vector of accumulators in
-/// registers across the unrolled taps.
-#[inline(always)]
-fn portable<T: Element, const CI: usize, const M: usize, const CO: usize, const TAPS: usize>(
-    acc: &mut [T; CO],
-    x: [&[T; CI]; TAPS],
-    w: [&[T; CO]; TAPS],
-) {
-    if M == 1 {
-        for (i, acc) in acc.iter_mut().enumerate() {
-            let mut sum = *acc;
-            for t in 0..TAPS {
-                sum = sum + x[t][i] * w[t][i];
-            }
-            *acc = sum;
-        }
-    } else {
-        for (c, acc) in acc.chunks_exact_mut(M).enumerate() {
-            for (m, acc) in acc.iter_mut().enumerate() {
-                let mut sum = *acc;
-                for t in 0..TAPS {
-                    sum = sum + x[t][c] * w[t][c * M + m];
-                }
-                *acc = sum;
             }
         }
     }
@@ -192,23 +142,15 @@ impl DepthwiseKernels for f64 {
         const M: usize,
         const KH: usize,
         const KW: usize,
+        const SW: usize,
+        const DW: usize,
     >(
         _: Isa,
         out: &mut [[f64; KC]],
         run: &Run<'_, f64, C, W, KH>,
         w: &[[[f64; CM]; KW]; KH],
     ) {
-        portable_run::<f64, C, W, CM, KC, M, KH, KW>(out, run, w);
-    }
-
-    #[inline(always)]
-    fn depthwise_window<const CI: usize, const M: usize, const CO: usize, const TAPS: usize>(
-        _: Isa,
-        acc: &mut [f64; CO],
-        x: [&[f64; CI]; TAPS],
-        w: [&[f64; CO]; TAPS],
-    ) {
-        portable::<f64, CI, M, CO, TAPS>(acc, x, w);
+        portable_run::<f64, C, W, CM, KC, M, KH, KW, SW, DW>(out, run, w);
     }
 }
 
@@ -222,6 +164,8 @@ impl DepthwiseKernels for f32 {
         const M: usize,
         const KH: usize,
         const KW: usize,
+        const SW: usize,
+        const DW: usize,
     >(
         isa: Isa,
         out: &mut [[f32; KC]],
@@ -230,53 +174,37 @@ impl DepthwiseKernels for f32 {
     ) {
         #[cfg(target_arch = "x86_64")]
         if M == 1 && !out.is_empty() {
-            let geometry = x86::RunGeometry {
-                pixels: out.len(),
-                channels: KC,
-                col0: run.col0,
-                stride: run.stride,
-                dilation: run.dilation,
-                pixel_stride: C,
-                tap_stride: CM,
-            };
             let rows = run.rows.map(|r| r.as_flattened()[run.kb * KC..].as_ptr());
-            let taps = w.each_ref().map(|r| r.as_flattened()[run.kb * KC..].as_ptr());
+            let taps = w
+                .each_ref()
+                .map(|r| r.as_flattened()[run.kb * KC..].as_ptr());
+            let pixels = out.len();
             let out = out.as_flattened_mut().as_mut_ptr();
             match isa {
                 // SAFETY: `depthwise_run` checked that the last tap of the run is inside the
                 // rows and the block inside the weights; `isa` is supported (the caller's
                 // contract, as chosen by `dispatch`).
-                Isa::Avx512 => return unsafe { x86::run_avx512::<KH, KW>(out, &rows, &taps, &geometry) },
+                Isa::Avx512 => {
+                    unsafe {
+                        x86::run_avx512::<KH, KW, KC, SW, DW, C, CM>(
+                            out, &rows, &taps, pixels, run.col0,
+                        );
+                    }
+                    return;
+                }
                 // SAFETY: as above.
-                Isa::Avx2 => return unsafe { x86::run_avx2::<KH, KW>(out, &rows, &taps, &geometry) },
+                Isa::Avx2 => {
+                    unsafe {
+                        x86::run_avx2::<KH, KW, KC, SW, DW, C, CM>(
+                            out, &rows, &taps, pixels, run.col0,
+                        );
+                    }
+                    return;
+                }
                 Isa::Portable => {}
             }
         }
-        portable_run::<f32, C, W, CM, KC, M, KH, KW>(out, run, w);
-    }
-
-    #[inline(always)]
-    fn depthwise_window<const CI: usize, const M: usize, const CO: usize, const TAPS: usize>(
-        isa: Isa,
-        acc: &mut [f32; CO],
-        x: [&[f32; CI]; TAPS],
-        w: [&[f32; CO]; TAPS],
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        if M == 1 {
-            let xs = x.map(|p| p.as_ptr());
-            let ws = w.map(|p| p.as_ptr());
-            match isa {
-                // SAFETY: `isa` is supported (the caller's contract, as chosen by `dispatch`);
-                // every pointer addresses `CO` floats (`CI == CO` when `M == 1`).
-                Isa::Avx512 => return unsafe { x86::window_avx512::<TAPS>(acc, &xs, &ws) },
-                // SAFETY: as above.
-                Isa::Avx2 => return unsafe { x86::window_avx2::<TAPS>(acc, &xs, &ws) },
-                Isa::Portable => {}
-            }
-        }
-        let _ = isa;
-        portable::<f32, CI, M, CO, TAPS>(acc, x, w);
+        portable_run::<f32, C, W, CM, KC, M, KH, KW, SW, DW>(out, run, w);
     }
 }
 
@@ -286,21 +214,6 @@ mod x86 {
         __m256, __m512, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm512_fmadd_ps,
         _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
     };
-
-    /// The shape of a run in elements, for the pointer kernels.
-    pub(super) struct RunGeometry {
-        /// Output pixels.
-        pub(super) pixels: usize,
-        /// Channels per output pixel (the block).
-        pub(super) channels: usize,
-        pub(super) col0: usize,
-        pub(super) stride: usize,
-        pub(super) dilation: usize,
-        /// Elements between adjacent input pixels (`C`).
-        pub(super) pixel_stride: usize,
-        /// Elements between adjacent taps of a weight row (`CM`).
-        pub(super) tap_stride: usize,
-    }
 
     /// Pixels computed together by the AVX-512 run.
     const GROUP512: usize = 8;
@@ -314,31 +227,43 @@ mod x86 {
     /// `tap_stride` apart; `out` holds `pixels * channels` floats.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(super) unsafe fn run_avx512<const KH: usize, const KW: usize>(
+    pub(super) unsafe fn run_avx512<
+        const KH: usize,
+        const KW: usize,
+        const KC: usize,
+        const SW: usize,
+        const DW: usize,
+        const C: usize,
+        const CM: usize,
+    >(
         out: *mut f32,
         rows: &[*const f32; KH],
         taps: &[*const f32; KH],
-        g: &RunGeometry,
+        pixels: usize,
+        col0: usize,
     ) {
         let mut c = 0;
-        while c < g.channels {
-            let left = g.channels - c;
-            let mask: u16 = if left >= 16 { u16::MAX } else { (1 << left) - 1 };
+        while c < KC {
+            let left = KC - c;
+            let mask: u16 = if left >= 16 {
+                u16::MAX
+            } else {
+                (1 << left) - 1
+            };
             let mut p = 0;
-            while p < g.pixels {
-                let group = GROUP512.min(g.pixels - p);
+            while p < pixels {
+                let group = GROUP512.min(pixels - p);
                 // SAFETY: forwarded; lanes masked to the block.
                 unsafe {
-                    match group {
-                        8 => group_avx512::<KH, KW, 8>(out, rows, taps, g, c, p, mask),
-                        7 => group_avx512::<KH, KW, 7>(out, rows, taps, g, c, p, mask),
-                        6 => group_avx512::<KH, KW, 6>(out, rows, taps, g, c, p, mask),
-                        5 => group_avx512::<KH, KW, 5>(out, rows, taps, g, c, p, mask),
-                        4 => group_avx512::<KH, KW, 4>(out, rows, taps, g, c, p, mask),
-                        3 => group_avx512::<KH, KW, 3>(out, rows, taps, g, c, p, mask),
-                        2 => group_avx512::<KH, KW, 2>(out, rows, taps, g, c, p, mask),
-                        _ => group_avx512::<KH, KW, 1>(out, rows, taps, g, c, p, mask),
+                    macro_rules! groups {
+                        ($($g:literal)*) => {
+                            match group {
+                                $($g => group_avx512::<KH, KW, KC, SW, DW, C, CM, $g>(out, rows, taps, col0, c, p, mask),)*
+                                _ => unreachable!("at most GROUP512 pixels per group"),
+                            }
+                        };
                     }
+                    groups!(1 2 3 4 5 6 7 8);
                 }
                 p += group;
             }
@@ -353,11 +278,20 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     #[allow(clippy::too_many_arguments)] // the run's pointers and the tile's position
-    unsafe fn group_avx512<const KH: usize, const KW: usize, const G: usize>(
+    unsafe fn group_avx512<
+        const KH: usize,
+        const KW: usize,
+        const KC: usize,
+        const SW: usize,
+        const DW: usize,
+        const C: usize,
+        const CM: usize,
+        const G: usize,
+    >(
         out: *mut f32,
         rows: &[*const f32; KH],
         taps: &[*const f32; KH],
-        g: &RunGeometry,
+        col0: usize,
         c: usize,
         p: usize,
         mask: u16,
@@ -366,20 +300,20 @@ mod x86 {
         unsafe {
             let mut acc: [__m512; G] = [_mm512_maskz_loadu_ps(0, out); G];
             for (j, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_maskz_loadu_ps(mask, out.add((p + j) * g.channels + c));
+                *acc = _mm512_maskz_loadu_ps(mask, out.add((p + j) * KC + c));
             }
             for kh in 0..KH {
                 for kw in 0..KW {
-                    let wv = _mm512_maskz_loadu_ps(mask, taps[kh].add(kw * g.tap_stride + c));
-                    let col = g.col0 + p * g.stride + kw * g.dilation;
+                    let wv = _mm512_maskz_loadu_ps(mask, taps[kh].add(kw * CM + c));
+                    let col = col0 + p * SW + kw * DW;
                     for (j, acc) in acc.iter_mut().enumerate() {
-                        let x = rows[kh].add((col + j * g.stride) * g.pixel_stride + c);
+                        let x = rows[kh].add((col + j * SW) * C + c);
                         *acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, x), wv, *acc);
                     }
                 }
             }
             for (j, acc) in acc.iter().enumerate() {
-                _mm512_mask_storeu_ps(out.add((p + j) * g.channels + c), mask, *acc);
+                _mm512_mask_storeu_ps(out.add((p + j) * KC + c), mask, *acc);
             }
         }
     }
@@ -388,45 +322,53 @@ mod x86 {
     /// As `run_avx512`, with AVX2 and FMA instead of AVX-512F.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    pub(super) unsafe fn run_avx2<const KH: usize, const KW: usize>(
+    pub(super) unsafe fn run_avx2<
+        const KH: usize,
+        const KW: usize,
+        const KC: usize,
+        const SW: usize,
+        const DW: usize,
+        const C: usize,
+        const CM: usize,
+    >(
         out: *mut f32,
         rows: &[*const f32; KH],
         taps: &[*const f32; KH],
-        g: &RunGeometry,
+        pixels: usize,
+        col0: usize,
     ) {
         let mut c = 0;
-        while c + 8 <= g.channels {
+        while c + 8 <= KC {
             let mut p = 0;
-            while p < g.pixels {
-                let group = GROUP256.min(g.pixels - p);
+            while p < pixels {
+                let group = GROUP256.min(pixels - p);
                 // SAFETY: forwarded; lanes `c .. c + 8` are inside the block.
                 unsafe {
-                    match group {
-                        6 => group_avx2::<KH, KW, 6>(out, rows, taps, g, c, p),
-                        5 => group_avx2::<KH, KW, 5>(out, rows, taps, g, c, p),
-                        4 => group_avx2::<KH, KW, 4>(out, rows, taps, g, c, p),
-                        3 => group_avx2::<KH, KW, 3>(out, rows, taps, g, c, p),
-                        2 => group_avx2::<KH, KW, 2>(out, rows, taps, g, c, p),
-                        _ => group_avx2::<KH, KW, 1>(out, rows, taps, g, c, p),
+                    macro_rules! groups {
+                        ($($g:literal)*) => {
+                            match group {
+                                $($g => group_avx2::<KH, KW, KC, SW, DW, C, CM, $g>(out, rows, taps, col0, c, p),)*
+                                _ => unreachable!("at most GROUP256 pixels per group"),
+                            }
+                        };
                     }
+                    groups!(1 2 3 4 5 6);
                 }
                 p += group;
             }
             c += 8;
         }
         // The last channels, one at a time.
-        for c in c..g.channels {
-            for p in 0..g.pixels {
+        for c in c..KC {
+            for p in 0..pixels {
                 // SAFETY: as above, for one lane.
                 unsafe {
-                    let o = out.add(p * g.channels + c);
+                    let o = out.add(p * KC + c);
                     let mut sum = *o;
                     for kh in 0..KH {
                         for kw in 0..KW {
-                            let col = g.col0 + p * g.stride + kw * g.dilation;
-                            sum = sum
-                                + *rows[kh].add(col * g.pixel_stride + c)
-                                    * *taps[kh].add(kw * g.tap_stride + c);
+                            let col = col0 + p * SW + kw * DW;
+                            sum += *rows[kh].add(col * C + c) * *taps[kh].add(kw * CM + c);
                         }
                     }
                     *o = sum;
@@ -439,11 +381,20 @@ mod x86 {
     /// As `run_avx2`, with `p + G <= pixels` and `c + 8 <= channels`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn group_avx2<const KH: usize, const KW: usize, const G: usize>(
+    unsafe fn group_avx2<
+        const KH: usize,
+        const KW: usize,
+        const KC: usize,
+        const SW: usize,
+        const DW: usize,
+        const C: usize,
+        const CM: usize,
+        const G: usize,
+    >(
         out: *mut f32,
         rows: &[*const f32; KH],
         taps: &[*const f32; KH],
-        g: &RunGeometry,
+        col0: usize,
         c: usize,
         p: usize,
     ) {
@@ -451,92 +402,21 @@ mod x86 {
         unsafe {
             let mut acc: [__m256; G] = [_mm256_loadu_ps(out); G];
             for (j, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm256_loadu_ps(out.add((p + j) * g.channels + c));
+                *acc = _mm256_loadu_ps(out.add((p + j) * KC + c));
             }
             for kh in 0..KH {
                 for kw in 0..KW {
-                    let wv = _mm256_loadu_ps(taps[kh].add(kw * g.tap_stride + c));
-                    let col = g.col0 + p * g.stride + kw * g.dilation;
+                    let wv = _mm256_loadu_ps(taps[kh].add(kw * CM + c));
+                    let col = col0 + p * SW + kw * DW;
                     for (j, acc) in acc.iter_mut().enumerate() {
-                        let x = rows[kh].add((col + j * g.stride) * g.pixel_stride + c);
+                        let x = rows[kh].add((col + j * SW) * C + c);
                         *acc = _mm256_fmadd_ps(_mm256_loadu_ps(x), wv, *acc);
                     }
                 }
             }
             for (j, acc) in acc.iter().enumerate() {
-                _mm256_storeu_ps(out.add((p + j) * g.channels + c), *acc);
+                _mm256_storeu_ps(out.add((p + j) * KC + c), *acc);
             }
-        }
-    }
-
-    /// # Safety
-    /// AVX-512F; `acc` and every `x[t]`, `w[t]` point to `acc.len()` floats.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    pub(super) unsafe fn window_avx512<const TAPS: usize>(
-        acc: &mut [f32],
-        x: &[*const f32; TAPS],
-        w: &[*const f32; TAPS],
-    ) {
-        let channels = acc.len();
-        let mut c = 0;
-        while c < channels {
-            let left = channels - c;
-            let mask: u16 = if left >= 16 {
-                u16::MAX
-            } else {
-                (1 << left) - 1
-            };
-            // SAFETY: lanes `c .. c + 16` masked to `channels`, inside every buffer.
-            unsafe {
-                let out = acc.as_mut_ptr().add(c);
-                let mut sum = _mm512_maskz_loadu_ps(mask, out);
-                for t in 0..TAPS {
-                    let xv = _mm512_maskz_loadu_ps(mask, x[t].add(c));
-                    let wv = _mm512_maskz_loadu_ps(mask, w[t].add(c));
-                    sum = _mm512_fmadd_ps(xv, wv, sum);
-                }
-                _mm512_mask_storeu_ps(out, mask, sum);
-            }
-            c += 16;
-        }
-    }
-
-    /// # Safety
-    /// AVX2 and FMA; `acc` and every `x[t]`, `w[t]` point to `acc.len()` floats.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    pub(super) unsafe fn window_avx2<const TAPS: usize>(
-        acc: &mut [f32],
-        x: &[*const f32; TAPS],
-        w: &[*const f32; TAPS],
-    ) {
-        let channels = acc.len();
-        let mut c = 0;
-        while c + 8 <= channels {
-            // SAFETY: lanes `c .. c + 8` are inside every buffer.
-            unsafe {
-                let out = acc.as_mut_ptr().add(c);
-                let mut sum = _mm256_loadu_ps(out);
-                for t in 0..TAPS {
-                    sum = _mm256_fmadd_ps(
-                        _mm256_loadu_ps(x[t].add(c)),
-                        _mm256_loadu_ps(w[t].add(c)),
-                        sum,
-                    );
-                }
-                _mm256_storeu_ps(out, sum);
-            }
-            c += 8;
-        }
-        // The last channels, one at a time.
-        for (i, a) in acc.iter_mut().enumerate().skip(c) {
-            let mut sum = *a;
-            for t in 0..TAPS {
-                // SAFETY: `i < channels`, inside every buffer.
-                sum = unsafe { sum + *x[t].add(i) * *w[t].add(i) };
-            }
-            *a = sum;
         }
     }
 }
@@ -544,48 +424,128 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
 
-    /// Every path against a plain sum, for channel counts around the vector widths.
-    #[test]
-    fn every_isa_matches_a_plain_sum() {
-        fn run<const C: usize>() {
-            let xs: [[f32; C]; 9] = core::array::from_fn(|t| {
-                core::array::from_fn(|c| (t * 7 + c * 3) as f32 % 5.0 - 2.0)
-            });
-            let ws: [[f32; C]; 9] =
-                core::array::from_fn(|t| core::array::from_fn(|c| (t * 5 + c) as f32 % 3.0 - 1.0));
-            let bias: [f32; C] = core::array::from_fn(|c| c as f32);
-            let expected: [f32; C] = core::array::from_fn(|c| {
-                bias[c] + (0..9).map(|t| xs[t][c] * ws[t][c]).sum::<f32>()
-            });
-            for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
-                if !isa.is_supported() {
-                    continue;
+    /// A plain sum over the window of each output pixel of a row run.
+    fn expected<
+        const C: usize,
+        const W: usize,
+        const CM: usize,
+        const KC: usize,
+        const M: usize,
+    >(
+        rows: &[[[f32; C]; W]; 3],
+        w: &[[[f32; CM]; 3]; 3],
+        run: (usize, usize, usize, usize),
+        pixels: usize,
+        bias: &[f32; KC],
+    ) -> Vec<[f32; KC]> {
+        let (col0, stride, dilation, kb) = run;
+        (0..pixels)
+            .map(|p| {
+                core::array::from_fn(|k| {
+                    let (co, ci) = (kb * KC + k, (kb * KC + k) / M);
+                    let mut sum = bias[k];
+                    for kh in 0..3 {
+                        for kw in 0..3 {
+                            sum += rows[kh][col0 + p * stride + kw * dilation][ci] * w[kh][kw][co];
+                        }
+                    }
+                    sum
+                })
+            })
+            .collect()
+    }
+
+    /// Every path, over channel counts around the vector widths and run lengths around the
+    /// pixel groups, against a plain sum of small integers (exact in every order).
+    fn check<const C: usize, const CM: usize, const KC: usize, const M: usize>() {
+        const W: usize = 40;
+        let rows: [[[f32; C]; W]; 3] = core::array::from_fn(|r| {
+            core::array::from_fn(|x| {
+                core::array::from_fn(|c| ((r * 31 + x * 7 + c * 3) % 11) as f32 - 5.0)
+            })
+        });
+        let w: [[[f32; CM]; 3]; 3] = core::array::from_fn(|r| {
+            core::array::from_fn(|x| {
+                core::array::from_fn(|c| ((r * 5 + x * 3 + c) % 7) as f32 - 3.0)
+            })
+        });
+        let bias: [f32; KC] = core::array::from_fn(|k| k as f32);
+        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+            if !isa.is_supported() {
+                continue;
+            }
+            for (col0, stride, dilation) in [(0, 1, 1), (3, 2, 1), (1, 1, 2), (0, 3, 2)] {
+                for pixels in [0, 1, 5, 6, 7, 8, 9, 13, 17] {
+                    let call = |out: &mut [[f32; KC]], run: &Run<'_, f32, C, W, 3>| match (
+                        stride, dilation,
+                    ) {
+                        (1, 1) => {
+                            depthwise_run::<f32, C, W, CM, KC, M, 3, 3, 1, 1>(isa, out, run, &w);
+                        }
+                        (2, 1) => {
+                            depthwise_run::<f32, C, W, CM, KC, M, 3, 3, 2, 1>(isa, out, run, &w);
+                        }
+                        (1, 2) => {
+                            depthwise_run::<f32, C, W, CM, KC, M, 3, 3, 1, 2>(isa, out, run, &w);
+                        }
+                        _ => {
+                            depthwise_run::<f32, C, W, CM, KC, M, 3, 3, 3, 2>(isa, out, run, &w);
+                        }
+                    };
+                    if pixels > 0 && col0 + (pixels - 1) * stride + 2 * dilation >= W {
+                        continue;
+                    }
+                    for kb in 0..CM / KC {
+                        let run = Run {
+                            rows: rows.each_ref(),
+                            col0,
+                            kb,
+                        };
+                        let mut out = alloc::vec![bias; pixels];
+                        call(&mut out, &run);
+                        let want = expected::<C, W, CM, KC, M>(
+                            &rows,
+                            &w,
+                            (col0, stride, dilation, kb),
+                            pixels,
+                            &bias,
+                        );
+                        assert_eq!(
+                            out, want,
+                            "{isa:?} C {C} KC {KC} M {M} run {col0}/{stride}/{dilation} pixels {pixels} block {kb}"
+                        );
+                    }
                 }
-                let mut acc = bias;
-                depthwise_window::<f32, C, 1, C, 9>(isa, &mut acc, xs.each_ref(), ws.each_ref());
-                assert_eq!(acc, expected, "{isa:?} with {C} channels");
             }
         }
-        run::<1>();
-        run::<3>();
-        run::<8>();
-        run::<15>();
-        run::<16>();
-        run::<17>();
-        run::<33>();
-        run::<64>();
     }
 
     #[test]
-    fn multipliers_spread_each_input_channel() {
-        let mut acc = [0.0f64; 6];
-        depthwise_window::<f64, 3, 2, 6, 2>(
-            Isa::Portable,
-            &mut acc,
-            [&[1.0, 2.0, 3.0], &[1.0, 1.0, 1.0]],
-            [&[1.0, 10.0, 100.0, 1000.0, 0.5, 0.25], &[1.0; 6]],
-        );
-        assert_eq!(acc, [2.0, 11.0, 201.0, 2001.0, 2.5, 1.75]);
+    fn every_isa_matches_a_plain_sum() {
+        check::<1, 1, 1, 1>();
+        check::<3, 3, 3, 1>();
+        check::<15, 15, 15, 1>();
+        check::<16, 16, 16, 1>();
+        check::<17, 17, 17, 1>();
+        check::<33, 33, 33, 1>();
+        check::<64, 64, 32, 1>();
+        check::<3, 6, 6, 2>();
+        check::<8, 24, 12, 3>();
+    }
+
+    #[test]
+    #[should_panic(expected = "run reaches column")]
+    fn a_run_past_the_row_is_refused() {
+        let rows = [[[0.0f32; 1]; 4]; 3];
+        let w = [[[0.0f32; 1]; 3]; 3];
+        let run = Run {
+            rows: rows.each_ref(),
+            col0: 1,
+            kb: 0,
+        };
+        let mut out = [[0.0f32; 1]; 2];
+        depthwise_run::<f32, 1, 4, 1, 1, 1, 3, 3, 1, 1>(Isa::Portable, &mut out, &run, &w);
     }
 }

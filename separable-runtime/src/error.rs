@@ -35,6 +35,15 @@ pub enum Error {
         /// The shape given.
         actual: Dims,
     },
+    /// A layer description with no valid shape (only reachable through the runtime API:
+    /// `separable_conv!` rejects such layers at compile time).
+    #[error("{context}: {error}")]
+    InvalidSpec {
+        /// The function that was given the description.
+        context: &'static str,
+        /// Why it has no valid shape.
+        error: separable_shape::ShapeError,
+    },
     /// A bias was given for a stage the layer declares without one.
     #[error("{context}: `{tensor}` was given, but the layer is declared with `bias: {declared}`")]
     UnexpectedBias {

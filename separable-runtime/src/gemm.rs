@@ -160,87 +160,93 @@ unsafe fn with_avx2<K: Kernel>(kernel: K) -> K::Output {
     kernel.run(Isa::Avx2)
 }
 
-/// One block of the pointwise stage.
-///
-/// `a` holds `pixels` rows of `k_block` values (row stride `k_block`): depthwise channels
-/// `k0 .. k0 + k_block` of each pixel. `packed` is the whole packed weight matrix for `k`
-/// depthwise channels and `n` outputs. `out` holds `pixels` rows of `n` values. With `init`
-/// `Some(bias)` each output starts from the bias (or zero with an empty bias), else from its
-/// current value, so a layer can sum over channel blocks.
+/// One block of the pointwise stage: `pixels` rows of depthwise outputs for channels
+/// `k0 .. k0 + KB` (row stride `KB`), against the packed weights of all `K` depthwise channels
+/// and `N` outputs. Every size but the pixel count and the block's position is a const
+/// generic, so the microkernels are compiled for the layer with literal strides.
 pub struct Block<'a, T> {
-    /// Depthwise outputs, `pixels x k_block`.
+    /// Depthwise outputs, `pixels x KB`.
     pub a: &'a [T],
     /// Number of pixels (rows of `a` and `out`).
     pub pixels: usize,
     /// First depthwise channel of the block.
     pub k0: usize,
-    /// Depthwise channels in the block.
-    pub k_block: usize,
-    /// All depthwise channels (rows of the packed matrix).
-    pub k: usize,
-    /// Output channels.
-    pub n: usize,
-    /// Packed weights, [`packed_len`]`(k, n)` values.
+    /// Packed weights, [`packed_len`]`(K, N)` values.
     pub packed: &'a [T],
 }
 
-/// Computes one [`Block`] into `out` with the microkernel of `isa`.
+/// Computes one [`Block`] into `out` (`pixels x N`) with the microkernel of `isa`. With
+/// `init` `Some(bias)` each output starts from the bias (zero for an empty bias), else from its
+/// current value, so a layer can sum over channel blocks.
 ///
 /// # Panics
 /// If `isa` is not supported by this CPU or the slices do not match the block's sizes.
-pub fn pointwise_block<T: Element + Microkernels>(
+#[inline]
+pub fn pointwise_block<T: Microkernels, const KB: usize, const K: usize, const N: usize>(
     isa: Isa,
     block: &Block<'_, T>,
     init: Option<&[T]>,
     out: &mut [T],
 ) {
-    assert!(
-        block.a.len() >= block.pixels * block.k_block,
-        "a is too short"
-    );
-    assert!(out.len() >= block.pixels * block.n, "out is too short");
-    assert!(
-        block.k0 + block.k_block <= block.k,
-        "channel block out of range"
-    );
+    assert!(block.a.len() >= block.pixels * KB, "a is too short");
+    assert!(out.len() >= block.pixels * N, "out is too short");
+    assert!(block.k0 + KB <= K, "channel block out of range");
     assert_eq!(
         block.packed.len(),
-        packed_len(block.k, block.n),
+        packed_len(K, N),
         "packed weights have the wrong length"
     );
     if let Some(bias) = init {
         assert!(
-            bias.is_empty() || bias.len() == block.n,
+            bias.is_empty() || bias.len() == N,
             "bias has the wrong length"
         );
     }
     assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
-    T::pointwise_block(isa, block, init, out);
+    T::pointwise_block::<KB, K, N>(isa, block, init, out);
 }
 
 /// Element types with pointwise microkernels.
-pub trait Microkernels: Sized {
+pub trait Microkernels: Element {
     /// See [`pointwise_block`]; arguments already checked.
-    fn pointwise_block(isa: Isa, block: &Block<'_, Self>, init: Option<&[Self]>, out: &mut [Self]);
+    fn pointwise_block<const KB: usize, const K: usize, const N: usize>(
+        isa: Isa,
+        block: &Block<'_, Self>,
+        init: Option<&[Self]>,
+        out: &mut [Self],
+    );
 }
 
 impl Microkernels for f32 {
-    fn pointwise_block(isa: Isa, block: &Block<'_, f32>, init: Option<&[f32]>, out: &mut [f32]) {
+    #[inline]
+    fn pointwise_block<const KB: usize, const K: usize, const N: usize>(
+        isa: Isa,
+        block: &Block<'_, f32>,
+        init: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `pointwise_block` asserted that this CPU supports AVX-512F.
-            Isa::Avx512 => unsafe { x86::avx512(block, init, out) },
+            // SAFETY: `pointwise_block` asserted that this CPU supports AVX-512F and checked
+            // the slice lengths.
+            Isa::Avx512 => unsafe { x86::avx512::<KB, K, N>(block, init, out) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `pointwise_block` asserted that this CPU supports AVX2 and FMA.
-            Isa::Avx2 => unsafe { x86::avx2(block, init, out) },
-            _ => portable(block, init, out),
+            // SAFETY: as above, for AVX2 and FMA.
+            Isa::Avx2 => unsafe { x86::avx2::<KB, K, N>(block, init, out) },
+            _ => portable::<f32, KB, K, N>(block, init, out),
         }
     }
 }
 
 impl Microkernels for f64 {
-    fn pointwise_block(_: Isa, block: &Block<'_, f64>, init: Option<&[f64]>, out: &mut [f64]) {
-        portable(block, init, out);
+    #[inline]
+    fn pointwise_block<const KB: usize, const K: usize, const N: usize>(
+        _: Isa,
+        block: &Block<'_, f64>,
+        init: Option<&[f64]>,
+        out: &mut [f64],
+    ) {
+        portable::<f64, KB, K, N>(block, init, out);
     }
 }
 
@@ -248,26 +254,27 @@ impl Microkernels for f64 {
 const PORTABLE_MR: usize = 4;
 
 /// The portable path: the same panel order, `PORTABLE_MR x PANEL` tiles on arrays.
-fn portable<T: Element>(block: &Block<'_, T>, init: Option<&[T]>, out: &mut [T]) {
+fn portable<T: Element, const KB: usize, const K: usize, const N: usize>(
+    block: &Block<'_, T>,
+    init: Option<&[T]>,
+    out: &mut [T],
+) {
     let Block {
         a,
         pixels,
         k0,
-        k_block,
-        k,
-        n,
         packed,
     } = *block;
-    for (panel, weights) in packed.chunks_exact(k * PANEL).enumerate() {
+    for (panel, weights) in packed.chunks_exact(K * PANEL).enumerate() {
         let n0 = panel * PANEL;
-        let width = PANEL.min(n - n0);
-        let weights = &weights[k0 * PANEL..(k0 + k_block) * PANEL];
+        let width = PANEL.min(N - n0);
+        let weights = &weights[k0 * PANEL..(k0 + KB) * PANEL];
         let mut p0 = 0;
         while p0 < pixels {
             let rows = PORTABLE_MR.min(pixels - p0);
             let mut acc = [[T::ZERO; PANEL]; PORTABLE_MR];
             for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                let dst = &out[(p0 + r) * n + n0..][..width];
+                let dst = &out[(p0 + r) * N + n0..][..width];
                 let start: &[T] = match init {
                     Some([]) => &[],
                     Some(bias) => &bias[n0..n0 + width],
@@ -277,14 +284,14 @@ fn portable<T: Element>(block: &Block<'_, T>, init: Option<&[T]>, out: &mut [T])
             }
             for (kk, w) in weights.chunks_exact(PANEL).enumerate() {
                 for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                    let av = a[(p0 + r) * k_block + kk];
+                    let av = a[(p0 + r) * KB + kk];
                     for (acc, &wv) in acc.iter_mut().zip(w) {
                         *acc = *acc + av * wv;
                     }
                 }
             }
             for (r, acc) in acc.iter().enumerate().take(rows) {
-                out[(p0 + r) * n + n0..][..width].copy_from_slice(&acc[..width]);
+                out[(p0 + r) * N + n0..][..width].copy_from_slice(&acc[..width]);
             }
             p0 += rows;
         }
@@ -294,9 +301,9 @@ fn portable<T: Element>(block: &Block<'_, T>, init: Option<&[T]>, out: &mut [T])
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::{
-        _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
-        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
-        _mm512_set1_ps, _mm512_setzero_ps,
+        __m256, __m512, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
+        _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
     };
 
     use super::{Block, PANEL};
@@ -305,23 +312,6 @@ mod x86 {
     const MR512: usize = 12;
     /// Pixels per AVX2 microkernel call.
     const MR256: usize = 6;
-
-    /// Where a tile's outputs start: bias, nothing (zero), or the current output.
-    #[derive(Clone, Copy)]
-    enum Start {
-        Bias(*const f32),
-        Zero,
-        Output,
-    }
-
-    fn start(init: Option<&[f32]>, n0: usize) -> Start {
-        match init {
-            // SAFETY of later reads: `n0 < n == bias.len()`, and reads stop at `n`.
-            Some(bias) if !bias.is_empty() => Start::Bias(bias[n0..].as_ptr()),
-            Some(_) => Start::Zero,
-            None => Start::Output,
-        }
-    }
 
     /// Rows for the next tile when `left` pixels remain: tiles as even as possible, so 49 pixels
     /// at 12 per tile become 10 + 10 + 10 + 10 + 9, not 12 + 12 + 12 + 12 + 1 (a one-row tile
@@ -339,26 +329,48 @@ mod x86 {
         }
     }
 
-    /// The AVX-512 path: tiles of `MR512` pixels by two panels (32 outputs), then one panel.
+    /// The AVX-512 path: tiles of up to `MR512` pixels by two panels (32 outputs), then one.
     ///
     /// # Safety
     /// The CPU must support AVX-512F; the block must satisfy `pointwise_block`'s checks.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512(block: &Block<'_, f32>, init: Option<&[f32]>, out: &mut [f32]) {
-        let panels = block.n.div_ceil(PANEL);
+    pub(super) unsafe fn avx512<const KB: usize, const K: usize, const N: usize>(
+        block: &Block<'_, f32>,
+        init: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        let panels = N.div_ceil(PANEL);
+        let bias = match init {
+            Some(bias) if !bias.is_empty() => Some(bias.as_ptr()),
+            _ => None,
+        };
+        let accumulate = init.is_none();
+        let a = block.a.as_ptr();
+        let out = out.as_mut_ptr();
         let mut panel = 0;
         while panel < panels {
             let pair = panel + 1 < panels;
+            // SAFETY: panel `panel` (and `panel + 1` when `pair`) exists; its packed rows
+            // `k0 .. k0 + KB` are inside `packed`, whose length `pointwise_block` checked.
+            let w = unsafe { block.packed.as_ptr().add((panel * K + block.k0) * PANEL) };
             let mut p0 = 0;
             while p0 < block.pixels {
                 let rows = tile_rows(block.pixels - p0, MR512);
-                // SAFETY: forwarded from the caller; `rows <= MR512` pixels from `p0` and the
-                // panels `panel` (and `panel + 1` when `pair`) are inside the block.
+                let tile = Tile {
+                    // SAFETY: `p0 < pixels`: inside `a` (`pixels x KB`) and `out` (`pixels x N`).
+                    a: unsafe { a.add(p0 * KB) },
+                    out: unsafe { out.add(p0 * N) },
+                    w,
+                    bias,
+                    accumulate,
+                    panel,
+                };
+                // SAFETY: `rows <= MR512` pixels from `p0` are inside the block.
                 unsafe {
                     if pair {
-                        dispatch_rows_512::<2>(rows, block, init, out, p0, panel);
+                        rows_512::<KB, K, N, 2>(rows, &tile);
                     } else {
-                        dispatch_rows_512::<1>(rows, block, init, out, p0, panel);
+                        rows_512::<KB, K, N, 1>(rows, &tile);
                     }
                 }
                 p0 += rows;
@@ -367,21 +379,33 @@ mod x86 {
         }
     }
 
+    /// Where one tile reads and writes.
+    struct Tile {
+        /// Row 0 of the tile's depthwise outputs (stride `KB`).
+        a: *const f32,
+        /// Row 0 of the tile's outputs (stride `N`).
+        out: *mut f32,
+        /// The first panel's packed rows `k0 ..` (the next panel is `K * PANEL` further).
+        w: *const f32,
+        /// The bias of output 0, if the tile starts from a bias.
+        bias: Option<*const f32>,
+        /// Whether the tile adds to the current outputs.
+        accumulate: bool,
+        /// The tile's first panel.
+        panel: usize,
+    }
+
     /// Instantiates the microkernel for the number of rows left (`1..=MR512`).
     #[target_feature(enable = "avx512f")]
-    unsafe fn dispatch_rows_512<const NP: usize>(
+    unsafe fn rows_512<const KB: usize, const K: usize, const N: usize, const NP: usize>(
         rows: usize,
-        block: &Block<'_, f32>,
-        init: Option<&[f32]>,
-        out: &mut [f32],
-        p0: usize,
-        panel: usize,
+        tile: &Tile,
     ) {
         macro_rules! rows {
             ($($r:literal)*) => {
                 match rows {
                     // SAFETY: forwarded from `avx512`.
-                    $($r => unsafe { tile_512::<$r, NP>(block, init, out, p0, panel) },)*
+                    $($r => unsafe { tile_512::<KB, K, N, $r, NP>(tile) },)*
                     _ => unreachable!("at most MR512 rows per tile"),
                 }
             };
@@ -389,68 +413,50 @@ mod x86 {
         rows!(1 2 3 4 5 6 7 8 9 10 11 12);
     }
 
-    /// One `MR x (16 * NP)` tile: `MR` pixels from `p0`, panels `panel .. panel + NP`.
+    /// One `MR x (16 * NP)` tile.
     ///
     /// # Safety
-    /// AVX-512F; `p0 + MR <= pixels`; `panel + NP <= ceil(n / 16)`; slice lengths as checked
-    /// by `pointwise_block` (`a >= pixels * k_block`, `out >= pixels * n`, `packed` exact).
+    /// AVX-512F; `tile` points inside the block's buffers for `MR` rows and `NP` panels.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile_512<const MR: usize, const NP: usize>(
-        block: &Block<'_, f32>,
-        init: Option<&[f32]>,
-        out: &mut [f32],
-        p0: usize,
-        panel: usize,
+    unsafe fn tile_512<
+        const KB: usize,
+        const K: usize,
+        const N: usize,
+        const MR: usize,
+        const NP: usize,
+    >(
+        tile: &Tile,
     ) {
-        let Block {
-            a,
-            k0,
-            k_block,
-            k,
-            n,
-            packed,
-            ..
-        } = *block;
         let mut masks = [0u16; NP];
         for (j, mask) in masks.iter_mut().enumerate() {
-            *mask = lanes(n - (panel + j) * PANEL);
+            *mask = lanes(N - (tile.panel + j) * PANEL);
         }
-        let mut acc = [[_mm512_setzero_ps(); NP]; MR];
-        let a = a[p0 * k_block..].as_ptr();
-        let out = out[p0 * n..].as_mut_ptr();
-        // SAFETY: every pointer offset below stays inside the slice it came from: rows
-        // `r < MR` of `a` (stride `k_block`) and `out` (stride `n`), lanes masked to `n`,
-        // packed rows `k0 .. k0 + k_block` of panels `panel + j < ceil(n / 16)`.
+        // SAFETY: offsets stay inside the buffers per the caller's contract: rows `r < MR` of
+        // `a` (stride `KB`) and `out` (stride `N`, lanes masked to `N`), packed rows `< KB` of
+        // each panel, the bias masked to `N`.
         unsafe {
+            let mut acc: [[__m512; NP]; MR] = [[_mm512_setzero_ps(); NP]; MR];
             for j in 0..NP {
-                let n0 = (panel + j) * PANEL;
-                match start(init, n0) {
-                    Start::Bias(bias) => {
-                        let v = _mm512_maskz_loadu_ps(masks[j], bias);
-                        for row in &mut acc {
-                            row[j] = v;
-                        }
+                let n0 = (tile.panel + j) * PANEL;
+                if let Some(bias) = tile.bias {
+                    let v = _mm512_maskz_loadu_ps(masks[j], bias.add(n0));
+                    for row in &mut acc {
+                        row[j] = v;
                     }
-                    Start::Zero => {}
-                    Start::Output => {
-                        for (r, row) in acc.iter_mut().enumerate() {
-                            row[j] = _mm512_maskz_loadu_ps(masks[j], out.add(r * n + n0));
-                        }
+                } else if tile.accumulate {
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        row[j] = _mm512_maskz_loadu_ps(masks[j], tile.out.add(r * N + n0));
                     }
                 }
             }
-            let mut w = [core::ptr::null::<f32>(); NP];
-            for (j, w) in w.iter_mut().enumerate() {
-                *w = packed.as_ptr().add(((panel + j) * k + k0) * PANEL);
-            }
-            for kk in 0..k_block {
+            for kk in 0..KB {
                 let mut wv = [_mm512_setzero_ps(); NP];
-                for j in 0..NP {
-                    wv[j] = _mm512_loadu_ps(w[j].add(kk * PANEL));
+                for (j, wv) in wv.iter_mut().enumerate() {
+                    *wv = _mm512_loadu_ps(tile.w.add(j * K * PANEL + kk * PANEL));
                 }
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_ps(*a.add(r * k_block + kk));
+                    let av = _mm512_set1_ps(*tile.a.add(r * KB + kk));
                     for j in 0..NP {
                         row[j] = _mm512_fmadd_ps(av, wv[j], row[j]);
                     }
@@ -458,21 +464,24 @@ mod x86 {
             }
             for (r, row) in acc.iter().enumerate() {
                 for j in 0..NP {
-                    let dst = out.add(r * n + (panel + j) * PANEL);
+                    let dst = tile.out.add(r * N + (tile.panel + j) * PANEL);
                     _mm512_mask_storeu_ps(dst, masks[j], row[j]);
                 }
             }
         }
     }
 
-    /// The AVX2 path: tiles of `MR256` pixels by one panel (16 outputs, two `ymm`).
+    /// The AVX2 path: tiles of up to `MR256` pixels by one panel (16 outputs, two `ymm`).
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA; the block must satisfy `pointwise_block`'s checks.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2(block: &Block<'_, f32>, init: Option<&[f32]>, out: &mut [f32]) {
-        let panels = block.n.div_ceil(PANEL);
-        for panel in 0..panels {
+    pub(super) unsafe fn avx2<const KB: usize, const K: usize, const N: usize>(
+        block: &Block<'_, f32>,
+        init: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        for panel in 0..N.div_ceil(PANEL) {
             let mut p0 = 0;
             while p0 < block.pixels {
                 let rows = tile_rows(block.pixels - p0, MR256);
@@ -480,7 +489,7 @@ mod x86 {
                     ($($r:literal)*) => {
                         match rows {
                             // SAFETY: forwarded from the caller.
-                            $($r => unsafe { tile_256::<$r>(block, init, out, p0, panel) },)*
+                            $($r => unsafe { tile_256::<KB, K, N, $r>(block, init, out, p0, panel) },)*
                             _ => unreachable!("at most MR256 rows per tile"),
                         }
                     };
@@ -494,51 +503,43 @@ mod x86 {
     /// One `MR x 16` tile with AVX2; partial panels go through a stack buffer.
     ///
     /// # Safety
-    /// As `tile_512`, with AVX2 and FMA.
+    /// AVX2 and FMA; `p0 + MR <= pixels`, `panel < ceil(N / 16)`, slices as checked by
+    /// `pointwise_block`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn tile_256<const MR: usize>(
+    unsafe fn tile_256<const KB: usize, const K: usize, const N: usize, const MR: usize>(
         block: &Block<'_, f32>,
         init: Option<&[f32]>,
         out: &mut [f32],
         p0: usize,
         panel: usize,
     ) {
-        let Block {
-            a,
-            k0,
-            k_block,
-            k,
-            n,
-            packed,
-            ..
-        } = *block;
         let n0 = panel * PANEL;
-        let width = PANEL.min(n - n0);
+        let width = PANEL.min(N - n0);
         let mut start_rows = [[0.0f32; PANEL]; MR];
         for (r, row) in start_rows.iter_mut().enumerate() {
             let src: &[f32] = match init {
                 Some([]) => &[],
                 Some(bias) => &bias[n0..n0 + width],
-                None => &out[(p0 + r) * n + n0..][..width],
+                None => &out[(p0 + r) * N + n0..][..width],
             };
             row[..src.len()].copy_from_slice(src);
         }
-        let a = a[p0 * k_block..].as_ptr();
-        let w = packed[(panel * k + k0) * PANEL..].as_ptr();
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        // SAFETY: rows `r < MR` of `a` (stride `k_block`), packed rows `k0 .. k0 + k_block`
-        // of panel `panel`, and the local arrays, all in bounds.
+        let a = block.a[p0 * KB..].as_ptr();
+        let w = block.packed[(panel * K + block.k0) * PANEL..].as_ptr();
+        let mut acc: [[__m256; 2]; MR] = [[_mm256_setzero_ps(); 2]; MR];
+        // SAFETY: rows `r < MR` of `a` (stride `KB`), packed rows `k0 .. k0 + KB` of panel
+        // `panel`, and the local arrays, all in bounds.
         unsafe {
             for (row, start) in acc.iter_mut().zip(&start_rows) {
                 row[0] = _mm256_loadu_ps(start.as_ptr());
                 row[1] = _mm256_loadu_ps(start.as_ptr().add(8));
             }
-            for kk in 0..k_block {
+            for kk in 0..KB {
                 let w0 = _mm256_loadu_ps(w.add(kk * PANEL));
                 let w1 = _mm256_loadu_ps(w.add(kk * PANEL + 8));
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let av = _mm256_broadcast_ss(&*a.add(r * k_block + kk));
+                    let av = _mm256_broadcast_ss(&*a.add(r * KB + kk));
                     row[0] = _mm256_fmadd_ps(av, w0, row[0]);
                     row[1] = _mm256_fmadd_ps(av, w1, row[1]);
                 }
@@ -547,7 +548,7 @@ mod x86 {
                 let mut lanes = [0.0f32; PANEL];
                 _mm256_storeu_ps(lanes.as_mut_ptr(), lo);
                 _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi);
-                out[(p0 + r) * n + n0..][..width].copy_from_slice(&lanes[..width]);
+                out[(p0 + r) * N + n0..][..width].copy_from_slice(&lanes[..width]);
             }
         }
     }
@@ -571,62 +572,65 @@ mod tests {
             .collect()
     }
 
-    /// Every path, over pixel counts around the tile heights and channel counts around the
-    /// panel width, against a plain triple loop; outputs start as NaN so an unwritten cell fails.
-    #[test]
-    fn every_isa_matches_a_plain_product() {
+    /// Every path, over pixel counts around the tile heights and output counts around the panel
+    /// width, against a plain triple loop; outputs start as NaN so an unwritten cell fails.
+    fn check<const KB: usize, const K: usize, const N: usize>(k0: usize) {
         for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
             if !isa.is_supported() {
                 continue;
             }
-            for pixels in [1, 5, 6, 7, 12, 13, 25] {
-                for (k, k0, k_block) in
-                    [(1, 0, 1), (3, 0, 3), (17, 0, 17), (40, 8, 16), (33, 32, 1)]
-                {
-                    for n in [1, 3, 15, 16, 17, 33, 48, 64] {
-                        let a = values(pixels * k_block, 1);
-                        let w = values(k * n, 2);
-                        let bias = values(n, 3);
-                        let mut packed = vec![0.0; packed_len(k, n)];
-                        pack(&w, k, n, &mut packed);
-                        let block = Block {
-                            a: &a,
-                            pixels,
-                            k0,
-                            k_block,
-                            k,
-                            n,
-                            packed: &packed,
-                        };
-                        for init in [Some(&bias[..]), Some(&[][..]), None] {
-                            let prior = values(pixels * n, 4);
-                            let mut out = match init {
-                                None => prior.clone(),
-                                Some(_) => vec![f32::NAN; pixels * n],
+            for pixels in [1, 5, 6, 7, 12, 13, 25, 49] {
+                let a = values(pixels * KB, 1);
+                let w = values(K * N, 2);
+                let bias = values(N, 3);
+                let mut packed = vec![0.0; packed_len(K, N)];
+                pack(&w, K, N, &mut packed);
+                let block = Block {
+                    a: &a,
+                    pixels,
+                    k0,
+                    packed: &packed,
+                };
+                for init in [Some(&bias[..]), Some(&[][..]), None] {
+                    let prior = values(pixels * N, 4);
+                    let mut out = match init {
+                        None => prior.clone(),
+                        Some(_) => vec![f32::NAN; pixels * N],
+                    };
+                    pointwise_block::<f32, KB, K, N>(isa, &block, init, &mut out);
+                    for p in 0..pixels {
+                        for o in 0..N {
+                            let mut expected = match init {
+                                Some([]) => 0.0,
+                                Some(b) => b[o],
+                                None => prior[p * N + o],
                             };
-                            pointwise_block(isa, &block, init, &mut out);
-                            for p in 0..pixels {
-                                for o in 0..n {
-                                    let mut expected = match init {
-                                        Some([]) => 0.0,
-                                        Some(b) => b[o],
-                                        None => prior[p * n + o],
-                                    };
-                                    for kk in 0..k_block {
-                                        expected += a[p * k_block + kk] * w[(k0 + kk) * n + o];
-                                    }
-                                    let got = out[p * n + o];
-                                    assert!(
-                                        (got - expected).abs() <= 1e-5 * expected.abs().max(1.0),
-                                        "{isa:?} pixels {pixels} k {k} n {n} at ({p}, {o}): {got} vs {expected}"
-                                    );
-                                }
+                            for kk in 0..KB {
+                                expected += a[p * KB + kk] * w[(k0 + kk) * N + o];
                             }
+                            let got = out[p * N + o];
+                            assert!(
+                                (got - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+                                "{isa:?} pixels {pixels} K {K} N {N} at ({p}, {o}): {got} vs {expected}"
+                            );
                         }
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_isa_matches_a_plain_product() {
+        check::<1, 1, 1>(0);
+        check::<3, 3, 4>(0);
+        check::<17, 17, 15>(0);
+        check::<17, 17, 16>(0);
+        check::<17, 17, 17>(0);
+        check::<16, 40, 33>(8);
+        check::<1, 33, 48>(32);
+        check::<8, 16, 64>(8);
+        check::<3, 3, 3>(0);
     }
 
     #[test]

@@ -47,6 +47,31 @@ pub trait Layer: Sized {
     fn forward(&self, input: &Self::Input) -> Self::Output;
     /// Both stages into `output`, allocating nothing.
     fn forward_into(&self, input: &Self::Input, output: &mut Self::Output);
+    /// [`Layer::forward_into`] with a chosen instruction set.
+    ///
+    /// # Panics
+    /// If this CPU does not support `isa`.
+    fn forward_into_with(&self, isa: crate::Isa, input: &Self::Input, output: &mut Self::Output);
+    /// The depthwise stage into `output` with a chosen instruction set.
+    ///
+    /// # Panics
+    /// If this CPU does not support `isa`.
+    fn depthwise_into_with(
+        &self,
+        isa: crate::Isa,
+        input: &Self::Input,
+        output: &mut Self::Depthwise,
+    );
+    /// The pointwise stage into `output` with a chosen instruction set.
+    ///
+    /// # Panics
+    /// If this CPU does not support `isa`.
+    fn pointwise_into_with(
+        &self,
+        isa: crate::Isa,
+        depthwise: &Self::Depthwise,
+        output: &mut Self::Output,
+    );
     /// The depthwise stage (with its bias and activation).
     fn depthwise(&self, input: &Self::Input) -> Self::Depthwise;
     /// The pointwise stage (with its bias and activation).

@@ -12,6 +12,11 @@
 //! let spec = LayerSpec::new([3, 3, 1], 1).with_padding(Padding::Same);
 //! let y = reference::depthwise(&spec, &[1.0f32; 9], &[1.0; 9], None, Activation::None).unwrap();
 //! assert_eq!(y, [4.0, 6.0, 4.0, 6.0, 9.0, 6.0, 4.0, 6.0, 4.0]);
+//!
+//! // A description with no valid shape is an error that says why.
+//! let bad = LayerSpec::new([5, 5, 3], 4).with_stride([0, 1]);
+//! let e = reference::depthwise(&bad, &[0.0f32; 75], &[0.0; 27], None, Activation::None);
+//! assert_eq!(e.unwrap_err().to_string(), "reference: stride must be at least 1");
 //! ```
 
 use alloc::vec;
@@ -23,11 +28,9 @@ use crate::weights::{pytorch_depthwise_dims, pytorch_pointwise_dims};
 use crate::{Dims, Element, Error};
 
 fn shape_error(spec: &LayerSpec) -> Result<separable_shape::LayerShape, Error> {
-    spec.shape().map_err(|_| Error::Shape {
+    spec.shape().map_err(|error| Error::InvalidSpec {
         context: "reference",
-        tensor: "spec",
-        expected: Dims::new([]),
-        actual: Dims::new(spec.input),
+        error,
     })
 }
 

@@ -3,7 +3,7 @@
 //! Each test binary uses a different subset, hence the blanket `dead_code` allowance.
 #![allow(dead_code)]
 
-use separable::{Element, Layer, Tensor};
+use separable::{Element, Layer, LayerSpec, Tensor};
 
 /// A generated layer's tensors as flat HWC buffers, so generic code can build and read them
 /// through the associated types of [`Layer`].
@@ -154,70 +154,162 @@ pub(crate) fn widen<T: Element>(values: &[T]) -> Vec<f64> {
     values.iter().map(|&v| v.to_f64()).collect()
 }
 
-/// How `separable_conv!` lays out a layer's depthwise stage, recomputed here from the rule the
-/// README documents (not from the macro's code): a layer with at most 64 output positions and at
-/// most 256 in-bounds taps (rows times columns) is unrolled position by position; any other
-/// layer loops over an interior, where the whole window is inside the input, and a border. The
-/// interior's window is unrolled if it has at most 64 taps, else rolled.
+/// Largest number of output positions of an unrolled layer.
+const UNROLL_POSITIONS: usize = 64;
+/// Largest number of in-bounds taps (rows times columns) of an unrolled layer.
+const UNROLL_TAPS: usize = 256;
+/// Stack bytes for one strip of depthwise output.
+const SCRATCH_BYTES: usize = 64 * 1024;
+/// Largest depthwise channel block.
+const MAX_CHANNEL_BLOCK: usize = 256;
+/// Smallest channel block worth splitting `C·M` into.
+const MIN_CHANNEL_BLOCK: usize = 64;
+
+/// How `separable_conv!` lays out a layer, recomputed here from the rule documented in
+/// `separable-macros/src/plan.rs` (not from the macro's code).
+///
+/// A layer with at most 64 output positions and at most 256 in-bounds taps (rows times columns)
+/// is unrolled position by position. Any other layer runs in strips: the depthwise output of
+/// `rows` output rows and `channels` depthwise channels at a time goes to a scratch buffer that
+/// the pointwise microkernel reads. `channels` is all of `C·M` when that is at most 256, else the
+/// largest `d·M` with `d` dividing `C` and `d·M <= 256` if that is at least 64, else all of `C·M`.
+/// `rows` is `65536 / (OW * channels * bytes per element)` clamped to `1..=OH`. Within a strip,
+/// each row's interior run (columns whose whole window is inside the input) goes to the
+/// depthwise row microkernel and the border positions to a rolled loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Layout {
     /// Every output position its own block.
     Unrolled,
-    /// Interior and border loops.
-    Loops {
+    /// Strips of rows and blocks of channels, each row an interior run and a border.
+    Strips {
         /// Output rows and columns whose window is entirely inside the input.
         interior: [usize; 2],
         /// All output rows and columns.
         output: [usize; 2],
-        /// Whether the interior window is written tap by tap (`KH * KW <= 64`).
-        window_unrolled: bool,
+        /// `C·M` divided by the channel block.
+        channel_blocks: usize,
+        /// `OH` divided by the rows per strip, rounded up.
+        strips: usize,
     },
+}
+
+/// The depthwise channels per block for `c` input channels and multiplier `m`.
+#[must_use]
+pub(crate) fn channel_block(c: usize, m: usize) -> usize {
+    let all = c * m;
+    if all <= MAX_CHANNEL_BLOCK {
+        return all;
+    }
+    let best = (1..=c)
+        .filter(|&d| c.is_multiple_of(d) && d * m <= MAX_CHANNEL_BLOCK)
+        .map(|d| d * m)
+        .max()
+        .unwrap_or(0);
+    if best >= MIN_CHANNEL_BLOCK { best } else { all }
+}
+
+/// The output rows per strip for `output` = `[OH, OW]`, `channels` per block and elements of
+/// `elem_bytes` bytes.
+#[must_use]
+pub(crate) fn strip_rows(output: [usize; 2], channels: usize, elem_bytes: usize) -> usize {
+    let row_bytes = (output[1] * channels * elem_bytes).max(1);
+    (SCRATCH_BYTES / row_bytes).clamp(1, output[0].max(1))
+}
+
+/// The bytes of one element of the type named `dtype` (`Element::NAME`).
+#[must_use]
+pub(crate) fn elem_bytes(dtype: &str) -> usize {
+    match dtype {
+        "f32" => 4,
+        "f64" => 8,
+        other => panic!("no element size for {other}"),
+    }
+}
+
+/// Per axis (rows, columns) of a layer: the in-bounds taps summed over the output positions, and
+/// the number of output positions whose every tap is in bounds.
+#[must_use]
+pub(crate) fn taps_and_interior(spec: &LayerSpec) -> ([usize; 2], [usize; 2]) {
+    let shape = spec
+        .shape()
+        .unwrap_or_else(|e| panic!("{spec:?} has no shape: {e}"));
+    let axes = [shape.rows, shape.cols];
+    let mut taps = [0; 2];
+    let mut interior = [0; 2];
+    for d in 0..2 {
+        let (input, kernel) = (spec.input[d], spec.kernel[d]);
+        for o in 0..axes[d].output {
+            let inside = (0..kernel)
+                .filter(|&k| {
+                    let p = o * spec.stride[d] + k * spec.dilation[d];
+                    p >= axes[d].pad_before && p - axes[d].pad_before < input
+                })
+                .count();
+            taps[d] += inside;
+            interior[d] += usize::from(inside == kernel);
+        }
+    }
+    (taps, interior)
 }
 
 impl Layout {
     /// The layout of `L`.
     #[must_use]
     pub(crate) fn of<L: Layer>() -> Layout {
-        let spec = L::SPEC;
-        let shape = L::SHAPE;
-        let axes = [shape.rows, shape.cols];
-        let mut taps = [0; 2];
-        let mut interior = [0; 2];
-        for d in 0..2 {
-            let (input, kernel) = (spec.input[d], spec.kernel[d]);
-            for o in 0..axes[d].output {
-                let inside = (0..kernel)
-                    .filter(|&k| {
-                        let p = o * spec.stride[d] + k * spec.dilation[d];
-                        p >= axes[d].pad_before && p - axes[d].pad_before < input
-                    })
-                    .count();
-                taps[d] += inside;
-                interior[d] += usize::from(inside == kernel);
-            }
-        }
+        Layout::from_spec(&L::SPEC, <L::Elem as Element>::NAME)
+    }
+
+    /// The layout of a layer declared as `spec` with elements of type `dtype` (`Element::NAME`).
+    #[must_use]
+    pub(crate) fn from_spec(spec: &LayerSpec, dtype: &str) -> Layout {
+        let shape = spec
+            .shape()
+            .unwrap_or_else(|e| panic!("{spec:?} has no shape: {e}"));
+        let (taps, interior) = taps_and_interior(spec);
         let output = [shape.rows.output, shape.cols.output];
-        if output[0] * output[1] <= 64 && taps[0] * taps[1] <= 256 {
-            Layout::Unrolled
-        } else {
-            Layout::Loops {
-                interior,
-                output,
-                window_unrolled: spec.kernel[0] * spec.kernel[1] <= 64,
-            }
+        if output[0] * output[1] <= UNROLL_POSITIONS && taps[0] * taps[1] <= UNROLL_TAPS {
+            return Layout::Unrolled;
+        }
+        let all = spec.input[2] * spec.multiplier;
+        let channels = channel_block(spec.input[2], spec.multiplier);
+        assert_eq!(all % channels, 0, "{channels} does not divide {all}");
+        let rows = strip_rows(output, channels, elem_bytes(dtype));
+        Layout::Strips {
+            interior,
+            output,
+            channel_blocks: all / channels,
+            strips: output[0].div_ceil(rows),
         }
     }
 
-    /// Loops whose interior is every output position (no border code runs).
+    /// Strips whose interior is every output position (no border code runs).
     #[must_use]
     pub(crate) fn interior_covers_all(self) -> bool {
-        matches!(self, Layout::Loops { interior, output, .. } if interior == output)
+        matches!(self, Layout::Strips { interior, output, .. } if interior == output)
     }
 
-    /// Loops with an empty interior (only the border loop runs).
+    /// Strips with an empty interior (only the border loop runs).
     #[must_use]
     pub(crate) fn no_interior(self) -> bool {
-        matches!(self, Layout::Loops { interior, .. } if interior[0] == 0 || interior[1] == 0)
+        matches!(self, Layout::Strips { interior, .. } if interior[0] == 0 || interior[1] == 0)
+    }
+
+    /// The number of channel blocks (1 when unrolled).
+    #[must_use]
+    pub(crate) fn channel_blocks(self) -> usize {
+        match self {
+            Layout::Unrolled => 1,
+            Layout::Strips { channel_blocks, .. } => channel_blocks,
+        }
+    }
+
+    /// The number of strips (1 when unrolled).
+    #[must_use]
+    pub(crate) fn strips(self) -> usize {
+        match self {
+            Layout::Unrolled => 1,
+            Layout::Strips { strips, .. } => strips,
+        }
     }
 
     /// A short description for test logs.
@@ -225,16 +317,12 @@ impl Layout {
     pub(crate) fn describe(self) -> String {
         match self {
             Layout::Unrolled => "unrolled".to_owned(),
-            Layout::Loops {
+            Layout::Strips {
                 interior,
                 output,
-                window_unrolled,
+                channel_blocks,
+                strips,
             } => {
-                let window = if window_unrolled {
-                    "unrolled window"
-                } else {
-                    "rolled window"
-                };
                 let extent = if self.interior_covers_all() {
                     "interior covers all".to_owned()
                 } else if self.no_interior() {
@@ -245,7 +333,7 @@ impl Layout {
                         interior[0], interior[1], output[0], output[1]
                     )
                 };
-                format!("loops, {window}, {extent}")
+                format!("strips, {strips} strip(s) x {channel_blocks} channel block(s), {extent}")
             }
         }
     }

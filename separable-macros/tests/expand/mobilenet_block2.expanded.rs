@@ -190,6 +190,33 @@ const _: () = {
                 },
             )
         }
+        /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
+        /// feature (on the calling thread otherwise). Each strip of output rows is computed the
+        /// same way whichever thread runs it, so the result is bit-identical to `forward_into`.
+        pub fn forward_into_parallel(
+            &self,
+            input: &::separable::Tensor<112, 112, 64>,
+            output: &mut ::separable::Tensor<56, 56, 128>,
+        ) {
+            let isa = ::separable::Isa::detect();
+            let x = input.as_array();
+            let out = output.as_array_mut().as_flattened_mut().as_flattened_mut();
+            __sep::for_each_chunk(
+                out,
+                28672,
+                |strip, out| {
+                    __sep::dispatch_as(
+                        isa,
+                        __Strip {
+                            layer: self,
+                            x,
+                            r0: strip * 4,
+                            out,
+                        },
+                    );
+                },
+            );
+        }
         /// Runs the depthwise stage (with its bias and activation).
         #[must_use]
         pub fn depthwise(
@@ -264,9 +291,7 @@ const _: () = {
                 },
             )
         }
-        /// Both stages over strips of `#rows_lit` output rows: per block of channels, the
-        /// depthwise output of the strip goes to `scratch`, and the pointwise microkernel adds
-        /// its contribution to the strip's output rows.
+        /// Both stages over strips of output rows.
         #[inline(always)]
         fn forward_strips(
             &self,
@@ -276,44 +301,46 @@ const _: () = {
         ) {
             let mut scratch = [[0.0_f32; 64]; 224];
             let out = out.as_flattened_mut().as_flattened_mut();
-            let bias: &[f32] = &self.pointwise_bias[..];
-            for r0 in (0..56).step_by(4) {
-                let r1 = (r0 + 4).min(56);
-                let pixels = (r1 - r0) * 56;
-                let out = &mut out[r0 * 56 * 128..r1 * 56 * 128];
-                for kb in 0..1 {
-                    self.depthwise_block(
-                        isa,
-                        x,
-                        r0,
-                        r1,
-                        kb,
-                        |oh, ow, acc| {
-                            scratch[(oh - r0) * 56 + ow] = *acc;
-                        },
-                    );
-                    let init = if kb == 0 {
-                        ::core::option::Option::Some(bias)
-                    } else {
-                        ::core::option::Option::None
-                    };
-                    __sep::pointwise_block(
-                        isa,
-                        &__sep::PointwiseBlock {
-                            a: scratch.as_flattened(),
-                            pixels,
-                            k0: kb * 64,
-                            k_block: 64,
-                            k: 64,
-                            n: 128,
-                            packed: &self.pointwise_weight[..],
-                        },
-                        init,
-                        out,
-                    );
-                }
-                __sep::activate_slice(::separable::Activation::Relu, out);
+            for (strip, out) in out.chunks_mut(4 * 56 * 128).enumerate() {
+                self.forward_strip(isa, x, strip * 4, out, &mut scratch);
             }
+        }
+        /// Both stages for the strip of output rows from `r0` (`out` holds those rows): per block
+        /// of channels, the strip's depthwise output goes to `scratch` (on the stack, sized for
+        /// the cache), and the pointwise microkernel adds its contribution to `out`.
+        #[inline(always)]
+        fn forward_strip(
+            &self,
+            isa: __sep::Isa,
+            x: &[[[f32; 64]; 112]; 112],
+            r0: usize,
+            out: &mut [f32],
+            scratch: &mut [[f32; 64]; 224],
+        ) {
+            let pixels = out.len() / 128;
+            let r1 = r0 + pixels / 56;
+            let bias: &[f32] = &self.pointwise_bias[..];
+            for kb in 0..1 {
+                let strip = &mut scratch[..pixels];
+                self.depthwise_block(isa, x, r0, r1, kb, strip);
+                __sep::activate_slice(
+                    ::separable::Activation::Relu,
+                    strip.as_flattened_mut(),
+                );
+                let block = __sep::PointwiseBlock {
+                    a: strip.as_flattened(),
+                    pixels,
+                    k0: kb * 64,
+                    packed: &self.pointwise_weight[..],
+                };
+                let init = if kb == 0 {
+                    ::core::option::Option::Some(bias)
+                } else {
+                    ::core::option::Option::None
+                };
+                __sep::pointwise_block::<f32, 64, 64, 128>(isa, &block, init, out);
+            }
+            __sep::activate_slice(::separable::Activation::Relu, out);
         }
         #[inline(always)]
         fn depthwise_strips(
@@ -322,17 +349,22 @@ const _: () = {
             x: &[[[f32; 64]; 112]; 112],
             out: &mut [[[f32; 64]; 56]; 56],
         ) {
-            for kb in 0..1 {
-                self.depthwise_block(
-                    isa,
-                    x,
-                    0,
-                    56,
-                    kb,
-                    |oh, ow, acc| {
-                        *__sep::channels_mut::<_, 64, 64>(&mut out[oh][ow], kb) = *acc;
-                    },
-                );
+            let mut scratch = [[0.0_f32; 64]; 224];
+            for r0 in (0..56).step_by(4) {
+                let r1 = (r0 + 4).min(56);
+                let pixels = (r1 - r0) * 56;
+                let rows = &mut out[r0..r1];
+                for kb in 0..1 {
+                    let strip = &mut scratch[..pixels];
+                    self.depthwise_block(isa, x, r0, r1, kb, strip);
+                    __sep::activate_slice(
+                        ::separable::Activation::Relu,
+                        strip.as_flattened_mut(),
+                    );
+                    for (pixel, out) in strip.iter().zip(rows.iter_mut().flatten()) {
+                        *__sep::channels_mut::<_, 64, 64>(out, kb) = *pixel;
+                    }
+                }
             }
         }
         #[inline(always)]
@@ -351,23 +383,20 @@ const _: () = {
                     a: &y[r0 * 56 * 64..r1 * 56 * 64],
                     pixels: (r1 - r0) * 56,
                     k0: 0,
-                    k_block: 64,
-                    k: 64,
-                    n: 128,
                     packed: &self.pointwise_weight[..],
                 };
                 let out = &mut out[r0 * 56 * 128..r1 * 56 * 128];
-                __sep::pointwise_block(
-                    isa,
-                    &block,
-                    ::core::option::Option::Some(bias),
-                    out,
-                );
+                __sep::pointwise_block::<
+                    f32,
+                    64,
+                    64,
+                    128,
+                >(isa, &block, ::core::option::Option::Some(bias), out);
                 __sep::activate_slice(::separable::Activation::Relu, out);
             }
         }
-        /// Depthwise outputs of rows `r0..r1` for channel block `kb`, handed to
-        /// `pixel(oh, ow, channels)`.
+        /// The depthwise stage (without activation) of output rows `r0..r1` and channel block
+        /// `kb` into `out`, one entry per pixel of those rows.
         #[inline(always)]
         fn depthwise_block(
             &self,
@@ -376,48 +405,29 @@ const _: () = {
             r0: usize,
             r1: usize,
             kb: usize,
-            mut pixel: impl FnMut(usize, usize, &[f32; 64]),
+            out: &mut [[f32; 64]],
         ) {
             let w = &*self.depthwise_weight;
-            let bias = *__sep::channels::<_, 64, 64>(&self.depthwise_bias, kb);
+            out.fill(*__sep::channels::<_, 64, 64>(&self.depthwise_bias, kb));
             for oh in r0.max(0)..r1.min(55) {
-                for ow in 0..55 {
-                    let mut acc = bias;
-                    __sep::depthwise_window::<
-                        f32,
-                        64,
-                        1,
-                        64,
-                        9,
-                    >(
-                        isa,
-                        &mut acc,
-                        [
-                            __sep::channels(&x[oh * 2][ow * 2], kb),
-                            __sep::channels(&x[oh * 2][ow * 2 + 1], kb),
-                            __sep::channels(&x[oh * 2][ow * 2 + 2], kb),
-                            __sep::channels(&x[oh * 2 + 1][ow * 2], kb),
-                            __sep::channels(&x[oh * 2 + 1][ow * 2 + 1], kb),
-                            __sep::channels(&x[oh * 2 + 1][ow * 2 + 2], kb),
-                            __sep::channels(&x[oh * 2 + 2][ow * 2], kb),
-                            __sep::channels(&x[oh * 2 + 2][ow * 2 + 1], kb),
-                            __sep::channels(&x[oh * 2 + 2][ow * 2 + 2], kb),
-                        ],
-                        [
-                            __sep::channels(&w[0][0], kb),
-                            __sep::channels(&w[0][1], kb),
-                            __sep::channels(&w[0][2], kb),
-                            __sep::channels(&w[1][0], kb),
-                            __sep::channels(&w[1][1], kb),
-                            __sep::channels(&w[1][2], kb),
-                            __sep::channels(&w[2][0], kb),
-                            __sep::channels(&w[2][1], kb),
-                            __sep::channels(&w[2][2], kb),
-                        ],
-                    );
-                    __sep::activate(::separable::Activation::Relu, &mut acc);
-                    pixel(oh, ow, &acc);
-                }
+                let run = __sep::DepthwiseRun {
+                    rows: [&x[oh * 2], &x[oh * 2 + 1], &x[oh * 2 + 2]],
+                    col0: 0,
+                    kb,
+                };
+                let row = (oh - r0) * 56;
+                __sep::depthwise_run::<
+                    f32,
+                    64,
+                    112,
+                    64,
+                    64,
+                    1,
+                    3,
+                    3,
+                    2,
+                    1,
+                >(isa, &mut out[row + 0..row + 55], &run, w);
             }
             for oh in r0..r1 {
                 let row_taps = __sep::tap_range(oh, 2, 1, 0, 112, 3);
@@ -427,18 +437,16 @@ const _: () = {
                         continue;
                     }
                     let col_taps = __sep::tap_range(ow, 2, 1, 0, 112, 3);
-                    let mut acc = bias;
+                    let acc = &mut out[(oh - r0) * 56 + ow];
                     for kh in row_taps.0..row_taps.1 {
                         for kw in col_taps.0..col_taps.1 {
                             __sep::depthwise_tap(
-                                &mut acc,
+                                acc,
                                 __sep::channels(&x[oh * 2 + kh][ow * 2 + kw], kb),
                                 __sep::channels(&w[kh][kw], kb),
                             );
                         }
                     }
-                    __sep::activate(::separable::Activation::Relu, &mut acc);
-                    pixel(oh, ow, &acc);
                 }
             }
         }
@@ -453,6 +461,20 @@ const _: () = {
         #[inline(always)]
         fn run(self, isa: __sep::Isa) {
             self.layer.forward_strips(isa, self.x, self.out);
+        }
+    }
+    struct __Strip<'a> {
+        layer: &'a Block2,
+        x: &'a [[[f32; 64]; 112]; 112],
+        r0: usize,
+        out: &'a mut [f32],
+    }
+    impl __sep::Kernel for __Strip<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run(self, isa: __sep::Isa) {
+            let mut scratch = [[0.0_f32; 64]; 224];
+            self.layer.forward_strip(isa, self.x, self.r0, self.out, &mut scratch);
         }
     }
     struct __Depthwise<'a> {
@@ -515,6 +537,30 @@ const _: () = {
             output: &mut ::separable::Tensor<56, 56, 128>,
         ) {
             Block2::forward_into(self, input, output)
+        }
+        fn forward_into_with(
+            &self,
+            isa: ::separable::Isa,
+            input: &::separable::Tensor<112, 112, 64>,
+            output: &mut ::separable::Tensor<56, 56, 128>,
+        ) {
+            Block2::forward_into_with(self, isa, input, output)
+        }
+        fn depthwise_into_with(
+            &self,
+            isa: ::separable::Isa,
+            input: &::separable::Tensor<112, 112, 64>,
+            output: &mut ::separable::Tensor<56, 56, 64>,
+        ) {
+            Block2::depthwise_into_with(self, isa, input, output)
+        }
+        fn pointwise_into_with(
+            &self,
+            isa: ::separable::Isa,
+            depthwise: &::separable::Tensor<56, 56, 64>,
+            output: &mut ::separable::Tensor<56, 56, 128>,
+        ) {
+            Block2::pointwise_into_with(self, isa, depthwise, output)
         }
         fn depthwise(
             &self,

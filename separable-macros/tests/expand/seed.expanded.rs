@@ -177,6 +177,16 @@ const _: () = {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
             self.forward_pixels(input.as_array(), output.as_array_mut())
         }
+        /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
+        /// feature (on the calling thread otherwise). Each strip of output rows is computed the
+        /// same way whichever thread runs it, so the result is bit-identical to `forward_into`.
+        pub fn forward_into_parallel(
+            &self,
+            input: &::separable::Tensor<5, 5, 3>,
+            output: &mut ::separable::Tensor<5, 5, 4>,
+        ) {
+            self.forward_into(input, output);
+        }
         /// Runs the depthwise stage (with its bias and activation).
         #[must_use]
         pub fn depthwise(
@@ -593,6 +603,30 @@ const _: () = {
             output: &mut ::separable::Tensor<5, 5, 4>,
         ) {
             Seed::forward_into(self, input, output)
+        }
+        fn forward_into_with(
+            &self,
+            isa: ::separable::Isa,
+            input: &::separable::Tensor<5, 5, 3>,
+            output: &mut ::separable::Tensor<5, 5, 4>,
+        ) {
+            Seed::forward_into_with(self, isa, input, output)
+        }
+        fn depthwise_into_with(
+            &self,
+            isa: ::separable::Isa,
+            input: &::separable::Tensor<5, 5, 3>,
+            output: &mut ::separable::Tensor<5, 5, 3>,
+        ) {
+            Seed::depthwise_into_with(self, isa, input, output)
+        }
+        fn pointwise_into_with(
+            &self,
+            isa: ::separable::Isa,
+            depthwise: &::separable::Tensor<5, 5, 3>,
+            output: &mut ::separable::Tensor<5, 5, 4>,
+        ) {
+            Seed::pointwise_into_with(self, isa, depthwise, output)
         }
         fn depthwise(
             &self,
