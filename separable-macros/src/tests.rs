@@ -96,23 +96,32 @@ fn every_spelling_of_a_shape_is_accepted() {
         let layer = validate(&format!("struct L {{ input: {input}, output: 4, }}")).unwrap();
         assert_eq!(layer.spec.input, [5, 5, 3], "{input}");
     }
-    let layer = validate("struct L { input: 9x9x2, output: 1, kernel: 3x5, stride: 2 x 1, padding: 1x2 }").unwrap();
+    let layer =
+        validate("struct L { input: 9x9x2, output: 1, kernel: 3x5, stride: 2 x 1, padding: 1x2 }")
+            .unwrap();
     assert_eq!(layer.spec.kernel, [3, 5]);
     assert_eq!(layer.spec.stride, [2, 1]);
     assert_eq!(
         layer.spec.padding,
-        separable_shape::Padding::Explicit { height: 1, width: 2 }
+        separable_shape::Padding::Explicit {
+            height: 1,
+            width: 2
+        }
     );
 }
 
 #[test]
 fn per_stage_activations() {
     use separable_shape::Activation;
-    let layer = validate("struct L { input: 5x5x3, output: 4, depthwise_activation: relu6 }").unwrap();
+    let layer =
+        validate("struct L { input: 5x5x3, output: 4, depthwise_activation: relu6 }").unwrap();
     assert_eq!(layer.depthwise_activation, Activation::Relu6);
     assert_eq!(layer.pointwise_activation, Activation::None);
     let layer = validate("struct L { input: 5x5x3, output: 4, activation: relu }").unwrap();
-    assert_eq!((layer.depthwise_activation, layer.pointwise_activation), (Activation::Relu, Activation::Relu));
+    assert_eq!(
+        (layer.depthwise_activation, layer.pointwise_activation),
+        (Activation::Relu, Activation::Relu)
+    );
 }
 
 #[test]
@@ -120,31 +129,103 @@ fn messages_name_the_problem() {
     let cases: &[(&str, &str)] = &[
         ("struct L { output: 4 }", "missing `input`"),
         ("struct L { input: 5x5x3 }", "missing `output`"),
-        ("struct L { input: 5x5x3, output: 4, kernal: 3 }", "unknown key `kernal`; did you mean `kernel`?"),
-        ("struct L { input: 5x5x3, output: 4, output: 5 }", "duplicate key `output`"),
-        ("struct L { input: 5x0x3, output: 4 }", "`input` must be at least 1, found 0"),
-        ("struct L { input: 5x5, output: 4 }", "`input` takes `H x W x C`"),
+        (
+            "struct L { input: 5x5x3, output: 4, kernal: 3 }",
+            "unknown key `kernal`; did you mean `kernel`?",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4, output: 5 }",
+            "duplicate key `output`",
+        ),
+        (
+            "struct L { input: 5x0x3, output: 4 }",
+            "`input` must be at least 1, found 0",
+        ),
+        (
+            "struct L { input: 5x5, output: 4 }",
+            "`input` takes `H x W x C`",
+        ),
         ("struct L { input: 5x5x3x2, output: 4 }", "found 4 sizes"),
-        ("struct L { input: 5.0 x 5 x 3, output: 4 }", "expected a whole number, found `5.0`"),
-        ("struct L { input: -3 x 5 x 3, output: 4 }", "a size cannot be negative"),
-        ("struct L { input: 5 x 5 x, output: 4 }", "expected a size after `x`"),
-        ("struct L { input: 5 * 5 * 3, output: 4 }", "write `x` between sizes"),
-        ("struct L { input: 5x5x3, output: 4, stride: 0 }", "`stride` must be at least 1"),
-        ("struct L { input: 5x5x3, output: 4, padding: sane }", "unknown padding `sane`; expected `same`, `valid`, or a size `P` / `PH x PW`; did you mean `same`?"),
-        ("struct L { input: 5x5x3, output: 4, bias: pointwize }", "did you mean `pointwise`?"),
-        ("struct L { input: 5x5x3, output: 4, dtype: f16 }", "unknown dtype `f16`; expected `f32` or `f64`"),
-        ("struct L { input: 2x5x3, output: 4 }", "the output height would be 2 - 3 + 1 = 0"),
-        ("struct L { input: 5x5x3, output: 4, dilation: 3 }", "the kernel spans 7 ((3 - 1) x dilation 3 + 1)"),
-        ("struct L { input: 99999999999999999999999 x 5 x 3, output: 4 }", "does not fit in `usize`"),
-        ("struct L { input: 18446744073709551615 x 2 x 3, output: 4, padding: same }", "overflows `usize`"),
-        ("struct L { input: 65536 x 65536 x 2, output: 4, padding: same }", "the limit per tensor is 4294967296"),
-        ("struct L { input: 5x5x3 output: 4 }", "expected `,` before `output`"),
-        ("struct L { input: 5x5x3, output: 4, padding: same valid }", "unexpected token after `same`"),
-        ("struct L { input: 5x5x3, output: 4, activation: relu, depthwise_activation: none }", "conflicts with `activation`"),
-        ("struct L { input: 5x5x3, output: 4u8 }", "remove the suffix `u8`"),
-        ("struct L { input: 5x5x3, output: \"4\" }", "expected a size, found `\"4\"`"),
-        ("struct L { input:, output: 4 }", "expected a value after `input:`"),
-        ("struct L { input 5x5x3, output: 4 }", "expected `:` after `input`"),
+        (
+            "struct L { input: 5.0 x 5 x 3, output: 4 }",
+            "expected a whole number, found `5.0`",
+        ),
+        (
+            "struct L { input: -3 x 5 x 3, output: 4 }",
+            "a size cannot be negative",
+        ),
+        (
+            "struct L { input: 5 x 5 x, output: 4 }",
+            "expected a size after `x`",
+        ),
+        (
+            "struct L { input: 5 * 5 * 3, output: 4 }",
+            "write `x` between sizes",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4, stride: 0 }",
+            "`stride` must be at least 1",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4, padding: sane }",
+            "unknown padding `sane`; expected `same`, `valid`, or a size `P` / `PH x PW`; did you mean `same`?",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4, bias: pointwize }",
+            "did you mean `pointwise`?",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4, dtype: f16 }",
+            "unknown dtype `f16`; expected `f32` or `f64`",
+        ),
+        (
+            "struct L { input: 2x5x3, output: 4 }",
+            "the output height would be 2 - 3 + 1 = 0",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4, dilation: 3 }",
+            "the kernel spans 7 ((3 - 1) x dilation 3 + 1)",
+        ),
+        (
+            "struct L { input: 99999999999999999999999 x 5 x 3, output: 4 }",
+            "does not fit in `usize`",
+        ),
+        (
+            "struct L { input: 18446744073709551615 x 2 x 3, output: 4, padding: same }",
+            "overflows `usize`",
+        ),
+        (
+            "struct L { input: 65536 x 65536 x 2, output: 4, padding: same }",
+            "the limit per tensor is 4294967296",
+        ),
+        (
+            "struct L { input: 5x5x3 output: 4 }",
+            "expected `,` before `output`",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4, padding: same valid }",
+            "unexpected token after `same`",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4, activation: relu, depthwise_activation: none }",
+            "conflicts with `activation`",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4u8 }",
+            "remove the suffix `u8`",
+        ),
+        (
+            "struct L { input: 5x5x3, output: \"4\" }",
+            "expected a size, found `\"4\"`",
+        ),
+        (
+            "struct L { input:, output: 4 }",
+            "expected a value after `input:`",
+        ),
+        (
+            "struct L { input 5x5x3, output: 4 }",
+            "expected `:` after `input`",
+        ),
     ];
     for (src, expected) in cases {
         let found = errors(src);
@@ -163,7 +244,10 @@ fn all_mistakes_are_reported_at_once() {
 
 #[test]
 fn errors_come_with_a_stub_struct() {
-    let out = crate::expand(&quote!(::separable), tokens("pub struct Broken { input: 5x5x3 }"));
+    let out = crate::expand(
+        &quote!(::separable),
+        tokens("pub struct Broken { input: 5x5x3 }"),
+    );
     let text = out.to_string();
     assert!(text.contains("pub struct Broken ;"), "{text}");
     assert!(text.contains("compile_error"), "{text}");
@@ -248,10 +332,8 @@ fn mutated_invocations_never_panic() {
                 }
             }
             let mut input: TokenStream = base[..base.len() - 1].iter().cloned().collect();
-            let group = proc_macro2::Group::new(
-                proc_macro2::Delimiter::Brace,
-                body.into_iter().collect(),
-            );
+            let group =
+                proc_macro2::Group::new(proc_macro2::Delimiter::Brace, body.into_iter().collect());
             input.extend([TokenTree::Group(group)]);
             let out = crate::expand(&quote!(::separable), input.clone());
             let file: syn::File = syn::parse2(out.clone())
