@@ -3,9 +3,9 @@
 //! Use it through the `separable` crate, whose `separable_conv!` passes its own path in, so the
 //! generated code reaches the runtime whatever name the dependency has.
 //!
-//! The pipeline runs one way: [`ast`] parses the invocation keeping every token's span,
-//! [`model`] validates it into plain shapes (all arithmetic lives in `separable-shape`),
-//! [`plan`] chooses how much to unroll, and [`codegen`] emits the layer.
+//! The pipeline runs one way: `ast` parses the invocation keeping every token's span,
+//! `model` validates it into plain shapes (all arithmetic lives in `separable-shape`),
+//! `plan` chooses how much to unroll, and `codegen` emits the layer.
 
 mod ast;
 mod codegen;
