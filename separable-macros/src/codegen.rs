@@ -1058,22 +1058,21 @@ fn interior_border(
         let row = rolled_position(&oh, &kh, rows);
         let col = rolled_position(&ow, &kw, cols);
         let tap = tap(ctx, true, &quote!(acc), (&row, &col), (&kh, &kw));
-        let skip = has_interior.then(|| {
+        // In interior rows only the columns outside the interior run are border positions.
+        let columns = if has_interior {
             quote! {
-                if interior_row && (#c0..#c1).contains(&ow) {
-                    continue;
-                }
+                let (left, right) = if (#r0..#r1).contains(&oh) { (#c0, #c1) } else { (#ow_n, #ow_n) };
+                let columns = (0..left).chain(right..#ow_n);
             }
-        });
-        let interior_row =
-            has_interior.then(|| quote!(let interior_row = (#r0..#r1).contains(&oh);));
+        } else {
+            quote!(let columns = 0..#ow_n;)
+        };
         quote! {
             // Border: positions whose window overlaps the padding, with the taps inside the input.
             for oh in r0..r1 {
                 let row_taps = #row_taps;
-                #interior_row
-                for ow in 0..#ow_n {
-                    #skip
+                #columns
+                for ow in columns {
                     let col_taps = #col_taps;
                     let acc = &mut out[(oh - r0) * #ow_n + ow];
                     for kh in row_taps.0..row_taps.1 {

@@ -242,17 +242,19 @@ mod x86 {
         pixels: usize,
         col0: usize,
     ) {
-        let mut c = 0;
-        while c < KC {
-            let left = KC - c;
-            let mask: u16 = if left >= 16 {
-                u16::MAX
-            } else {
-                (1 << left) - 1
-            };
-            let mut p = 0;
-            while p < pixels {
-                let group = GROUP512.min(pixels - p);
+        // Pixel groups outermost: a group's input pixels are used for all their channels while
+        // they are in L1, instead of the row being streamed once per 16 channels.
+        let mut p = 0;
+        while p < pixels {
+            let group = GROUP512.min(pixels - p);
+            let mut c = 0;
+            while c < KC {
+                let left = KC - c;
+                let mask: u16 = if left >= 16 {
+                    u16::MAX
+                } else {
+                    (1 << left) - 1
+                };
                 // SAFETY: forwarded; lanes masked to the block.
                 unsafe {
                     macro_rules! groups {
@@ -265,9 +267,9 @@ mod x86 {
                     }
                     groups!(1 2 3 4 5 6 7 8);
                 }
-                p += group;
+                c += 16;
             }
-            c += 16;
+            p += group;
         }
     }
 
@@ -337,11 +339,13 @@ mod x86 {
         pixels: usize,
         col0: usize,
     ) {
-        let mut c = 0;
-        while c + 8 <= KC {
-            let mut p = 0;
-            while p < pixels {
-                let group = GROUP256.min(pixels - p);
+        // Pixel groups outermost, as in `run_avx512`.
+        let vectors = KC / 8 * 8;
+        let mut p = 0;
+        while p < pixels {
+            let group = GROUP256.min(pixels - p);
+            let mut c = 0;
+            while c < vectors {
                 // SAFETY: forwarded; lanes `c .. c + 8` are inside the block.
                 unsafe {
                     macro_rules! groups {
@@ -354,12 +358,12 @@ mod x86 {
                     }
                     groups!(1 2 3 4 5 6);
                 }
-                p += group;
+                c += 8;
             }
-            c += 8;
+            p += group;
         }
         // The last channels, one at a time.
-        for c in c..KC {
+        for c in vectors..KC {
             for p in 0..pixels {
                 // SAFETY: as above, for one lane.
                 unsafe {
