@@ -11,6 +11,46 @@ use crate::gemm::Isa;
 
 /// Element types with depthwise window microkernels.
 pub trait DepthwiseKernels: Element {
+    /// See [`depthwise_pixel`]; arguments already checked. The portable loop, which `f32`
+    /// replaces with vector code.
+    #[inline(always)]
+    fn depthwise_pixel<
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const CM: usize,
+        const KC: usize,
+        const M: usize,
+        const KH: usize,
+        const KW: usize,
+        const DH: usize,
+        const DW: usize,
+    >(
+        _: Isa,
+        acc: &mut [Self; KC],
+        x: &[[[Self; C]; W]; H],
+        taps: &Taps,
+        w: &[[[Self; CM]; KW]; KH],
+    ) {
+        let (ci0, co0) = (taps.kb * (KC / M), taps.kb * KC);
+        for (i, kh) in taps.rows.clone().enumerate() {
+            let row = &x[taps.origin[0] + i * DH];
+            for (j, kw) in taps.cols.clone().enumerate() {
+                let pixel = &row[taps.origin[1] + j * DW][ci0..ci0 + KC / M];
+                let weights = &w[kh][kw][co0..co0 + KC];
+                for ((acc, wv), &xv) in acc
+                    .chunks_exact_mut(M)
+                    .zip(weights.chunks_exact(M))
+                    .zip(pixel)
+                {
+                    for (a, &wv) in acc.iter_mut().zip(wv) {
+                        *a = *a + xv * wv;
+                    }
+                }
+            }
+        }
+    }
+
     /// See [`depthwise_run`]; arguments already checked.
     fn depthwise_run<
         const C: usize,
@@ -80,6 +120,68 @@ pub fn depthwise_run<
         assert!(reach < W, "run reaches column {reach} of {W}");
     }
     T::depthwise_run::<C, W, CM, KC, M, KH, KW, SW, DW>(isa, out, run, w);
+}
+
+/// The taps of one border pixel that land inside the input: kernel rows `rows` and columns
+/// `cols`, tap `(rows.start, cols.start)` reading input pixel `origin`; channel block `kb`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taps {
+    /// Kernel rows inside the input.
+    pub rows: core::ops::Range<usize>,
+    /// Kernel columns inside the input.
+    pub cols: core::ops::Range<usize>,
+    /// Input `[row, column]` of the first tap.
+    pub origin: [usize; 2],
+    /// Channel block.
+    pub kb: usize,
+}
+
+/// Adds one border pixel's in-bounds taps to `acc` (which holds its bias).
+///
+/// # Panics
+/// If a tap falls outside the input or the weights (generated code never does).
+#[inline(always)]
+pub fn depthwise_pixel<
+    T: DepthwiseKernels,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const CM: usize,
+    const KC: usize,
+    const M: usize,
+    const KH: usize,
+    const KW: usize,
+    const DH: usize,
+    const DW: usize,
+>(
+    isa: Isa,
+    acc: &mut [T; KC],
+    x: &[[[T; C]; W]; H],
+    taps: &Taps,
+    w: &[[[T; CM]; KW]; KH],
+) {
+    const { assert!(KC > 0 && M > 0 && KC.is_multiple_of(M) && CM.is_multiple_of(KC)) };
+    if taps.rows.is_empty() || taps.cols.is_empty() {
+        return;
+    }
+    assert!(
+        taps.rows.end <= KH && taps.cols.end <= KW,
+        "taps outside the kernel"
+    );
+    assert!(
+        (taps.kb + 1) * KC <= CM,
+        "channel block outside the weights"
+    );
+    assert!(
+        (taps.kb + 1) * (KC / M) <= C,
+        "channel block outside the input"
+    );
+    assert!(
+        taps.origin[0] + (taps.rows.len() - 1) * DH < H
+            && taps.origin[1] + (taps.cols.len() - 1) * DW < W,
+        "taps outside the input"
+    );
+    T::depthwise_pixel::<C, H, W, CM, KC, M, KH, KW, DH, DW>(isa, acc, x, taps, w);
 }
 
 /// Pixels per group of the portable run.
@@ -156,6 +258,60 @@ impl DepthwiseKernels for f64 {
 
 impl DepthwiseKernels for f32 {
     #[inline(always)]
+    fn depthwise_pixel<
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const CM: usize,
+        const KC: usize,
+        const M: usize,
+        const KH: usize,
+        const KW: usize,
+        const DH: usize,
+        const DW: usize,
+    >(
+        isa: Isa,
+        acc: &mut [f32; KC],
+        x: &[[[f32; C]; W]; H],
+        taps: &Taps,
+        w: &[[[f32; CM]; KW]; KH],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if M == 1 && isa == Isa::Avx512 {
+            let input = x.as_flattened().as_flattened()[taps.kb * KC..].as_ptr();
+            let weights = w.as_flattened().as_flattened()[taps.kb * KC..].as_ptr();
+            // SAFETY: `depthwise_pixel` checked every tap against the input and the weights
+            // and the block against both; `isa` is supported (the caller's contract).
+            unsafe {
+                x86::pixel_avx512::<KC, C, W, CM, KW, DH, DW>(
+                    acc.as_mut_ptr(),
+                    input,
+                    weights,
+                    taps,
+                );
+            }
+            return;
+        }
+        let (ci0, co0) = (taps.kb * (KC / M), taps.kb * KC);
+        for (i, kh) in taps.rows.clone().enumerate() {
+            let row = &x[taps.origin[0] + i * DH];
+            for (j, kw) in taps.cols.clone().enumerate() {
+                let pixel = &row[taps.origin[1] + j * DW][ci0..ci0 + KC / M];
+                let weights = &w[kh][kw][co0..co0 + KC];
+                for ((acc, wv), &xv) in acc
+                    .chunks_exact_mut(M)
+                    .zip(weights.chunks_exact(M))
+                    .zip(pixel)
+                {
+                    for (a, &wv) in acc.iter_mut().zip(wv) {
+                        *a += xv * wv;
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
     fn depthwise_run<
         const C: usize,
         const W: usize,
@@ -214,6 +370,54 @@ mod x86 {
         __m256, __m512, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm512_fmadd_ps,
         _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
     };
+
+    /// One border pixel: the taps `taps.rows x taps.cols`, 16 channels at a time.
+    ///
+    /// # Safety
+    /// AVX-512F; `input` points at channel `kb * KC` of input pixel `(0, 0)` of an `_ x W x C`
+    /// image, `weights` at channel `kb * KC` of weight `[0][0]` of a `_ x KW x CM` kernel, and
+    /// every tap of `taps` is inside both; `acc` holds `KC` floats.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn pixel_avx512<
+        const KC: usize,
+        const C: usize,
+        const W: usize,
+        const CM: usize,
+        const KW: usize,
+        const DH: usize,
+        const DW: usize,
+    >(
+        acc: *mut f32,
+        input: *const f32,
+        weights: *const f32,
+        taps: &super::Taps,
+    ) {
+        let mut c = 0;
+        while c < KC {
+            let left = KC - c;
+            let mask: u16 = if left >= 16 {
+                u16::MAX
+            } else {
+                (1 << left) - 1
+            };
+            // SAFETY: per the caller's contract, lanes masked to the block.
+            unsafe {
+                let mut sum = _mm512_maskz_loadu_ps(mask, acc.add(c));
+                for (i, kh) in taps.rows.clone().enumerate() {
+                    let row = taps.origin[0] + i * DH;
+                    for (j, kw) in taps.cols.clone().enumerate() {
+                        let col = taps.origin[1] + j * DW;
+                        let xv = _mm512_maskz_loadu_ps(mask, input.add((row * W + col) * C + c));
+                        let wv = _mm512_maskz_loadu_ps(mask, weights.add((kh * KW + kw) * CM + c));
+                        sum = _mm512_fmadd_ps(xv, wv, sum);
+                    }
+                }
+                _mm512_mask_storeu_ps(acc.add(c), mask, sum);
+            }
+            c += 16;
+        }
+    }
 
     /// Pixels computed together by the AVX-512 run.
     const GROUP512: usize = 8;

@@ -109,14 +109,79 @@ pub fn activate<T: Element, const C: usize>(activation: Activation, acc: &mut [T
     }
 }
 
-/// A heap allocation of `A` with every bit zero, built without passing through the stack, so
-/// that a MobileNet-size tensor or weight array (megabytes) works in a small thread stack.
+/// `A` aligned to a cache line (64 bytes), so vector loads of tensors and weights never
+/// straddle two lines. Dereferences to `A`.
+#[derive(Debug, PartialEq)]
+#[repr(C, align(64))]
+pub struct Aligned<A>(pub A);
+
+/// A zero-initialised, cache-line-aligned heap array: the storage of generated layers' weights.
+/// Cloning copies straight into the new allocation, never through the stack.
+#[cfg(feature = "alloc")]
+#[derive(Debug, PartialEq)]
+pub struct HeapArray<A>(alloc::boxed::Box<Aligned<A>>);
+
+#[cfg(feature = "alloc")]
+impl<A: Zeroable> HeapArray<A> {
+    /// All zeros.
+    #[must_use]
+    pub fn zeroed() -> Self {
+        HeapArray(zeroed_box())
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<A: Zeroable + Copy> Clone for HeapArray<A> {
+    fn clone(&self) -> Self {
+        let mut copy = zeroed_box::<A>();
+        // SAFETY: both pointers come from live references to distinct allocations, each
+        // holding one initialised `A`; `A: Copy`, so a bitwise copy is a valid clone. (An
+        // assignment would build the array on the stack first in unoptimised builds.)
+        unsafe { core::ptr::copy_nonoverlapping(&raw const self.0.0, &raw mut copy.0, 1) };
+        HeapArray(copy)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<A> core::ops::Deref for HeapArray<A> {
+    type Target = A;
+
+    fn deref(&self) -> &A {
+        &self.0.0
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<A> core::ops::DerefMut for HeapArray<A> {
+    fn deref_mut(&mut self) -> &mut A {
+        &mut self.0.0
+    }
+}
+
+impl<A> core::ops::Deref for Aligned<A> {
+    type Target = A;
+
+    fn deref(&self) -> &A {
+        &self.0
+    }
+}
+
+impl<A> core::ops::DerefMut for Aligned<A> {
+    fn deref_mut(&mut self) -> &mut A {
+        &mut self.0
+    }
+}
+
+/// A cache-line-aligned heap allocation of `A` with every bit zero, built without passing
+/// through the stack, so that a MobileNet-size tensor or weight array (megabytes) works in a
+/// small thread stack.
 #[cfg(feature = "alloc")]
 #[must_use]
-pub fn zeroed_box<A: Zeroable>() -> alloc::boxed::Box<A> {
-    let boxed = alloc::boxed::Box::<A>::new_zeroed();
+pub fn zeroed_box<A: Zeroable>() -> alloc::boxed::Box<Aligned<A>> {
+    let boxed = alloc::boxed::Box::<Aligned<A>>::new_zeroed();
     // SAFETY: `Zeroable` is sealed and implemented only for `f32`, `f64` and arrays of
-    // `Zeroable`; for all of them the all-zero bit pattern is a valid value (`0.0`).
+    // `Zeroable`; for all of them the all-zero bit pattern is a valid value (`0.0`), and so it
+    // is for `Aligned<A>`, which holds only an `A` (its padding bytes need no value).
     unsafe { boxed.assume_init() }
 }
 
@@ -160,11 +225,29 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "std")]
+    fn heap_arrays_clone_without_touching_the_stack() {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let mut a = HeapArray::<[[[f32; 64]; 112]; 112]>::zeroed();
+                a[111][111][63] = 7.0;
+                let b = a.clone();
+                assert_eq!(b[111][111][63], 7.0);
+                assert_eq!(b, a);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
     #[cfg(feature = "alloc")]
     fn zeroed_box_is_zero_and_does_not_touch_the_stack() {
         // 16 MiB: far larger than a test thread's stack.
         let big = zeroed_box::<[[f32; 1024]; 4096]>();
         assert!(big.iter().flatten().all(|&v| v.to_bits() == 0));
+        assert_eq!(big.as_ptr().addr() % 64, 0, "not aligned to a cache line");
         let empty = zeroed_box::<[f64; 0]>();
         assert!(empty.is_empty());
     }

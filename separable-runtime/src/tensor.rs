@@ -1,11 +1,10 @@
 //! `Tensor<H, W, C, T>`: one image, height x width x channels, channels last.
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ops::{Index, IndexMut};
 
-use crate::kernel::zeroed_box;
+use crate::kernel::HeapArray;
 use crate::{Dims, Element, Error};
 
 /// One image of `H` rows, `W` columns and `C` channels, stored row-major with channels last
@@ -13,8 +12,8 @@ use crate::{Dims, Element, Error};
 ///
 /// The shape is part of the type, so a layer's `forward` only accepts the tensor it was
 /// declared for, and chaining layers whose shapes do not meet is a compile error. The data
-/// lives on the heap (a 112 x 112 x 64 tensor is 3 MiB), allocated without passing through the
-/// stack.
+/// lives on the heap (a 112 x 112 x 64 tensor is 3 MiB), aligned to a cache line and allocated
+/// without passing through the stack.
 ///
 /// ```
 /// use separable_runtime::Tensor;
@@ -24,9 +23,9 @@ use crate::{Dims, Element, Error};
 /// assert_eq!(&t.as_slice()[..4], &[0.0, 1.0, 2.0, 10.0]);
 /// assert_eq!(Tensor::<2, 2, 3>::SHAPE, [2, 2, 3]);
 /// ```
-#[derive(Clone, PartialEq)]
+#[derive(PartialEq)]
 pub struct Tensor<const H: usize, const W: usize, const C: usize, T = f32> {
-    data: Box<[[[T; C]; W]; H]>,
+    data: HeapArray<[[[T; C]; W]; H]>,
 }
 
 impl<const H: usize, const W: usize, const C: usize, T: Element> Tensor<H, W, C, T> {
@@ -38,7 +37,9 @@ impl<const H: usize, const W: usize, const C: usize, T: Element> Tensor<H, W, C,
     /// A tensor of zeros.
     #[must_use]
     pub fn zeros() -> Self {
-        Tensor { data: zeroed_box() }
+        Tensor {
+            data: HeapArray::zeroed(),
+        }
     }
 
     /// A tensor with every element set to `value`.
@@ -145,6 +146,14 @@ impl<const H: usize, const W: usize, const C: usize, T: Element> Tensor<H, W, C,
                     m.max(d)
                 }
             })
+    }
+}
+
+impl<const H: usize, const W: usize, const C: usize, T: Element> Clone for Tensor<H, W, C, T> {
+    fn clone(&self) -> Self {
+        Tensor {
+            data: self.data.clone(),
+        }
     }
 }
 
