@@ -15,6 +15,10 @@ use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::{Attribute, Error, Ident, LitInt, Token, Visibility};
 
+/// The largest number written anywhere in an invocation. With it, every product the code
+/// generator forms (window extents, strided positions, offsets) fits in `usize` and `isize`.
+pub(crate) const MAX_SIZE: usize = 1 << 32;
+
 /// A whole `separable_conv!` invocation.
 pub(crate) struct Invocation {
     pub(crate) header: Header,
@@ -324,6 +328,12 @@ fn parse_sizes(tokens: &[TokenTree]) -> syn::Result<Sizes> {
                 let value = digits
                     .parse::<usize>()
                     .map_err(|_| Error::new(span, format!("`{digits}` does not fit in `usize`")))?;
+                if value > MAX_SIZE {
+                    return Err(Error::new(
+                        span,
+                        format!("`{digits}` is larger than the largest size, {MAX_SIZE} (2^32)"),
+                    ));
+                }
                 sizes.push(Size { value, span });
                 last_span = span;
             }

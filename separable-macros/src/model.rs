@@ -429,10 +429,17 @@ fn shape(spec: &LayerSpec, entries: &Entries<'_>) -> syn::Result<LayerShape> {
             } else {
                 format!("the padded input {} is {padded_input}", dim.name())
             };
+            // `padded_input < effective_kernel` here, so this cannot underflow; the output size
+            // is its negation.
+            let shortfall = effective_kernel - padded_input - 1;
+            let output = if shortfall == 0 {
+                "0".to_owned()
+            } else {
+                format!("-{shortfall}")
+            };
             let message = format!(
-                "the kernel does not fit: {what} but the kernel spans {extent}, so the output {} would be {padded_input} - {effective_kernel} + 1 = {}; use `padding: same`, a smaller kernel or a larger input",
+                "the kernel does not fit: {what} but the kernel spans {extent}, so the output {} would be {padded_input} - {effective_kernel} + 1 = {output}; use `padding: same`, a smaller kernel or a larger input",
                 dim.name(),
-                padded_input.cast_signed() - effective_kernel.cast_signed() + 1
             );
             spanned(tokens_of("kernel").unwrap_or_else(input_tokens), message)
         }
@@ -444,6 +451,22 @@ fn shape(spec: &LayerSpec, entries: &Entries<'_>) -> syn::Result<LayerShape> {
             spanned(input_tokens(), format!("{quantity} must be at least 1"))
         }
     })?;
+    for (dim, index) in [(Dim::Height, 0), (Dim::Width, 1)] {
+        // `kernel: 3, dilation: 2147483648`: the window would span more than any input.
+        let extent = (spec.kernel[index] - 1).saturating_mul(spec.dilation[index]);
+        if extent >= crate::ast::MAX_SIZE {
+            let tokens = tokens_of("dilation").unwrap_or_else(input_tokens);
+            return Err(spanned(
+                tokens,
+                format!(
+                    "the dilated kernel spans {} along the {}; the limit is {} (2^32)",
+                    extent.saturating_add(1),
+                    dim.name(),
+                    crate::ast::MAX_SIZE
+                ),
+            ));
+        }
+    }
     for (what, elements, key) in [
         ("input", shape.input_len, "input"),
         ("depthwise output", shape.depthwise_len, "input"),

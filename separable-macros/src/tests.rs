@@ -192,8 +192,16 @@ fn messages_name_the_problem() {
             "does not fit in `usize`",
         ),
         (
+            "struct L { input: 5 x 5 x 3, output: 4, dilation: 4294967297 }",
+            "is larger than the largest size, 4294967296",
+        ),
+        (
+            "struct L { input: 5 x 5 x 3, output: 4, dilation: 2147483648, padding: same }",
+            "the dilated kernel spans 4294967297 along the height",
+        ),
+        (
             "struct L { input: 18446744073709551615 x 2 x 3, output: 4, padding: same }",
-            "the SAME padding overflows `usize`",
+            "is larger than the largest size, 4294967296",
         ),
         (
             "struct L { input: 65536 x 65536 x 2, output: 4, padding: same }",
@@ -228,7 +236,7 @@ fn messages_name_the_problem() {
             "`bias` takes one of `none`, `pointwise` or `both`, found `3`",
         ),
         (
-            "struct L { input: 18446744073709551615 x 2 x 3, output: 4, kernel: 1 }",
+            "struct L { input: 4294967296 x 4294967296 x 3, output: 4, kernel: 1 }",
             "the number of input elements overflows `usize`",
         ),
         (

@@ -1,7 +1,7 @@
 use separable::separable_conv;
 
 separable_conv! {
-    pub struct Seed { input: 18446744073709551615 x 2 x 3, output: 4, kernel: 1 }
+    pub struct Seed { input: 4294967296 x 4294967296 x 3, output: 4, kernel: 1 }
 }
 
 fn main() {}
