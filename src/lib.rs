@@ -35,6 +35,13 @@ pub use separable_runtime::{
     Activation, Axis, Bias, Dim, Dims, Element, Error, Isa, Layer, LayerShape, LayerSpec, Padding,
     PytorchWeights, ShapeError, Tensor, reference, weights,
 };
+// Weight import (safetensors files, Keras and TFLite layouts, BatchNorm folding), and the
+// `ndarray` version that `Tensor` and `Layer::forward_batch` use.
+#[cfg(feature = "ndarray")]
+pub use separable_runtime::ndarray;
+pub use separable_runtime::{
+    BiasName, FloatBits, SafetensorsFile, TensorData, TensorNames, batchnorm, import,
+};
 
 /// Declares a depthwise-separable convolution layer from its shapes.
 ///

@@ -64,6 +64,124 @@ pub enum Error {
         /// The layer's declared `bias:`.
         declared: BiasName,
     },
+    /// A BatchNorm channel whose `running_var + eps` is not positive (or is NaN), so it has no
+    /// scale to fold.
+    #[error(
+        "{context}: channel {channel} has `running_var + eps` = {value}, which is not positive"
+    )]
+    NonPositiveVariance {
+        /// The function that folded the BatchNorm.
+        context: &'static str,
+        /// The channel at fault.
+        channel: usize,
+        /// `running_var[channel] + eps`, as printed by `f64`'s `Display`.
+        value: FloatBits,
+    },
+    /// A safetensors file could not be parsed: it is truncated, its header is not valid JSON,
+    /// its header length is out of range, or its offsets do not cover its data.
+    #[cfg(feature = "alloc")]
+    #[error("{item}::{function}: not a valid safetensors file: {reason}")]
+    InvalidFile {
+        /// The layer (its `NAME`) or type whose function read the file.
+        item: &'static str,
+        /// The function that read the file.
+        function: &'static str,
+        /// What the safetensors parser reported.
+        reason: alloc::string::String,
+    },
+    /// A tensor is not in a safetensors file.
+    #[cfg(feature = "alloc")]
+    #[error("{item}::{function}: `{key}` is not in the file")]
+    MissingTensor {
+        /// The layer (its `NAME`) or type whose function read the file.
+        item: &'static str,
+        /// The function that read the file.
+        function: &'static str,
+        /// The tensor's full name, prefix included.
+        key: alloc::string::String,
+    },
+    /// A bias the layer declares is not in a safetensors file.
+    #[cfg(feature = "alloc")]
+    #[error(
+        "{item}::{function}: `{key}` is not in the file, but the layer is declared with `bias: {declared}`"
+    )]
+    MissingBiasTensor {
+        /// The layer (its `NAME`) or type whose function read the file.
+        item: &'static str,
+        /// The function that read the file.
+        function: &'static str,
+        /// The bias tensor's full name, prefix included.
+        key: alloc::string::String,
+        /// The layer's declared `bias:`.
+        declared: BiasName,
+    },
+    /// A safetensors file has a bias for a stage the layer declares without one.
+    #[cfg(feature = "alloc")]
+    #[error(
+        "{item}::{function}: the file has `{key}`, but the layer is declared with `bias: {declared}`"
+    )]
+    UnexpectedBiasTensor {
+        /// The layer (its `NAME`) or type whose function read the file.
+        item: &'static str,
+        /// The function that read the file.
+        function: &'static str,
+        /// The bias tensor's full name, prefix included.
+        key: alloc::string::String,
+        /// The layer's declared `bias:`.
+        declared: BiasName,
+    },
+    /// A tensor in a safetensors file has the wrong shape.
+    #[cfg(feature = "alloc")]
+    #[error("{item}::{function}: `{key}` has shape {actual:?}, expected {expected}")]
+    TensorShape {
+        /// The layer (its `NAME`) or type whose function read the file.
+        item: &'static str,
+        /// The function that read the file.
+        function: &'static str,
+        /// The tensor's full name, prefix included.
+        key: alloc::string::String,
+        /// The shape the layer declares, in PyTorch's layout.
+        expected: Dims,
+        /// The shape in the file.
+        actual: alloc::vec::Vec<usize>,
+    },
+    /// A tensor in a safetensors file has a dtype that does not convert to a float.
+    #[cfg(feature = "alloc")]
+    #[error("{item}::{function}: `{key}` has dtype {actual}, expected F32, F64, F16 or BF16")]
+    TensorDtype {
+        /// The layer (its `NAME`) or type whose function read the file.
+        item: &'static str,
+        /// The function that read the file.
+        function: &'static str,
+        /// The tensor's full name, prefix included.
+        key: alloc::string::String,
+        /// The dtype in the file, as safetensors names it (`I64`, `F8_E4M3`, ...).
+        actual: alloc::string::String,
+    },
+}
+
+/// An `f64` stored by its bits, so that [`Error`] can be `Eq`; prints as the `f64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FloatBits(pub u64);
+
+impl FloatBits {
+    /// The value.
+    #[must_use]
+    pub const fn get(self) -> f64 {
+        f64::from_bits(self.0)
+    }
+}
+
+impl From<f64> for FloatBits {
+    fn from(value: f64) -> Self {
+        FloatBits(value.to_bits())
+    }
+}
+
+impl fmt::Display for FloatBits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.get(), f)
+    }
 }
 
 /// A [`Bias`] that prints as the word written in `separable_conv!` (`none`, `pointwise`, `both`).

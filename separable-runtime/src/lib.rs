@@ -10,10 +10,14 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "alloc")]
+pub mod batchnorm;
 pub mod dw;
 mod element;
 mod error;
 pub mod gemm;
+#[cfg(feature = "alloc")]
+pub mod import;
 pub mod kernel;
 #[cfg(feature = "alloc")]
 mod layer;
@@ -28,10 +32,16 @@ mod tensor;
 pub mod weights;
 
 pub use element::Element;
-pub use error::{Dims, Error};
+pub use error::{BiasName, Dims, Error, FloatBits};
 pub use gemm::Isa;
 #[cfg(feature = "alloc")]
-pub use layer::Layer;
+pub use import::{SafetensorsFile, TensorNames};
+#[cfg(feature = "alloc")]
+pub use layer::{Layer, TensorData};
+/// The `ndarray` crate, whose arrays [`Tensor`] converts to and from and
+/// [`Layer::forward_batch`] takes: the same version, for code without its own dependency.
+#[cfg(feature = "ndarray")]
+pub use ndarray;
 pub use separable_shape::{
     Activation, Axis, AxisPadding, Bias, Dim, LayerShape, LayerSpec, Padding, ShapeError,
 };
@@ -50,12 +60,15 @@ pub mod __private {
         Block as PointwiseBlock, Isa, Kernel, dispatch, dispatch_as, pointwise_block,
     };
     #[cfg(feature = "alloc")]
-    pub use crate::kernel::{Aligned, HeapArray, zeroed_box};
+    pub use crate::kernel::Aligned;
+    #[cfg(feature = "alloc")]
+    pub use crate::kernel::{HeapArray, zeroed_box};
     pub use crate::kernel::{
         activate, activate_slice, channels, channels_mut, depthwise_tap, depthwise_tap_multiplier,
         pointwise_pixel, tap_range,
     };
     pub use crate::parallel::for_each_chunk;
+    #[cfg(feature = "alloc")]
     pub use crate::weights::{PointwiseWeights, PointwiseWeightsMut};
     #[cfg(feature = "alloc")]
     pub use alloc::boxed::Box;

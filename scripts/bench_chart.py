@@ -1,0 +1,51 @@
+"""Draws BENCHMARKS.md's chart: GFLOP/s of the full layer (depthwise + pointwise) per MobileNet
+v1 layer and per implementation, from the CSV of one anchor-harness run.
+
+    python scripts/bench_chart.py results/<run>/anchors.csv docs/benchmarks.png
+
+The CSV rows are `anchor,layer,part,median_us,min_us,gflops` (see benches/anchors.rs); only
+`part == full` rows are drawn. Needs matplotlib (scripts/requirements.txt).
+"""
+import csv
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+LAYERS = ["mb1", "mb2", "mb3", "mb5", "mb7", "mb13"]
+ANCHORS = [
+    ("separable", "separable (this crate)"),
+    ("tflite-xnnpack", "TFLite + XNNPACK"),
+    ("torch-cl", "PyTorch oneDNN, channels-last"),
+    ("ort", "ONNX Runtime"),
+    ("tract-native", "tract (native)"),
+    ("candle", "candle"),
+]
+
+
+def main(csv_path, png_path):
+    gflops = {}
+    with open(csv_path) as f:
+        for row in csv.DictReader(f):
+            if row.get("part") == "full":
+                gflops[(row["anchor"], row["layer"])] = float(row["gflops"])
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=120)
+    width = 0.8 / len(ANCHORS)
+    for i, (anchor, label) in enumerate(ANCHORS):
+        values = [gflops.get((anchor, layer), 0.0) for layer in LAYERS]
+        xs = [j + (i - (len(ANCHORS) - 1) / 2) * width for j in range(len(LAYERS))]
+        ax.bar(xs, values, width, label=label)
+    ax.set_xticks(range(len(LAYERS)))
+    ax.set_xticklabels(LAYERS)
+    ax.set_ylabel("GFLOP/s (dw + pw, 1 thread, f32)")
+    ax.set_title("MobileNet v1 depthwise-separable layers, batch 1, one core")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

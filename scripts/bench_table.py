@@ -1,0 +1,82 @@
+"""Prints BENCHMARKS.md's tables from one or more runs of the anchor harness.
+
+    python scripts/bench_table.py results/<run A> [results/<run B> ...]
+
+Each run directory holds `anchors.csv` (rows `anchor,layer,part,median_us,min_us,gflops`, ours
+among them as `separable` and `separable-native`, see benches/anchors.rs) and `limits.csv`
+(`limit,fma_avx512_peak_gflops,<value>` ...). Times are the median over runs of each run's
+median; the FMA peak is the median over runs too.
+"""
+import csv
+import statistics
+import sys
+from collections import defaultdict
+
+LAYERS = ["seed", "mb1", "mb2", "mb3", "mb5", "mb7", "mb13"]
+ANCHORS = [
+    ("tflite-xnnpack", "TFLite + XNNPACK"),
+    ("torch-cl", "PyTorch oneDNN (channels-last)"),
+    ("ort", "ONNX Runtime"),
+    ("tract-native", "tract (native)"),
+    ("candle", "candle"),
+]
+OURS = [("separable", "separable"), ("separable-native", "separable, target-cpu=native")]
+
+
+def load(runs):
+    times = defaultdict(list)
+    peaks = []
+    for run in runs:
+        with open(f"{run}/anchors.csv") as f:
+            for row in csv.DictReader(f):
+                try:
+                    times[(row["anchor"], row["layer"], row["part"])].append(float(row["median_us"]))
+                except (KeyError, ValueError):
+                    continue
+        with open(f"{run}/limits.csv") as f:
+            for row in csv.reader(f):
+                if len(row) == 3 and row[1] == "fma_avx512_peak_gflops":
+                    peaks.append(float(row[2]))
+    return {k: statistics.median(v) for k, v in times.items()}, statistics.median(peaks)
+
+
+def flops(layer, part):
+    # (H, W, C, N, stride) of the harness's layers; 3 x 3, SAME.
+    shapes = {
+        "seed": (5, 5, 3, 4, 1), "mb1": (112, 112, 32, 64, 1), "mb2": (112, 112, 64, 128, 2),
+        "mb3": (56, 56, 128, 128, 1), "mb5": (28, 28, 256, 256, 1), "mb7": (14, 14, 512, 512, 1),
+        "mb13": (7, 7, 1024, 1024, 1),
+    }
+    h, w, c, n, s = shapes[layer]
+    oh, ow = -(-h // s), -(-w // s)
+    dw, pw = oh * ow * c * 9, oh * ow * c * n
+    return 2 * {"dw": dw, "pw": pw, "full": dw + pw}[part]
+
+
+def main(runs):
+    t, peak = load(runs)
+    print(f"Runs: {', '.join(runs)}; AVX-512 FMA peak measured in the same runs: {peak:.1f} GFLOP/s\n")
+    print("Full layer (depthwise + pointwise), median µs per call:\n")
+    head = [label for _, label in ANCHORS] + [label for _, label in OURS]
+    print("| layer | " + " | ".join(head) + " | ours / fastest anchor | GFLOP/s | % of peak |")
+    print("|---|" + "---:|" * (len(head) + 3))
+    for layer in LAYERS:
+        anchors = [t.get((a, layer, "full")) for a, _ in ANCHORS]
+        ours = [t.get((a, layer, "full")) for a, _ in OURS]
+        fastest = min(v for v in anchors if v is not None)
+        mine = ours[0]
+        cells = [f"{v:,.2f}" if v is not None and v < 10 else (f"{v:,.0f}" if v is not None else "–") for v in anchors + ours]
+        gf = flops(layer, "full") / mine / 1e3
+        print(f"| {layer} | " + " | ".join(cells) + f" | {mine / fastest:.2f} | {gf:.1f} | {100 * gf / peak:.0f}% |")
+    print("\nPointwise stage alone, median µs per call and share of the FMA peak:\n")
+    print("| layer | TFLite + XNNPACK | separable | separable GFLOP/s | % of peak |")
+    print("|---|---:|---:|---:|---:|")
+    for layer in LAYERS[1:]:
+        x = t.get(("tflite-xnnpack", layer, "pw"))
+        mine = t.get(("separable", layer, "pw"))
+        gf = flops(layer, "pw") / mine / 1e3
+        print(f"| {layer} | {x:,.0f} | {mine:,.0f} | {gf:.1f} | {100 * gf / peak:.0f}% |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
