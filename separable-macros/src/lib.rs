@@ -59,4 +59,6 @@ fn expand(krate: &TokenStream, input: TokenStream) -> TokenStream {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
