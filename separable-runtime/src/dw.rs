@@ -32,23 +32,7 @@ pub trait DepthwiseKernels: Element {
         taps: &Taps,
         w: &[[[Self; CM]; KW]; KH],
     ) {
-        let (ci0, co0) = (taps.kb * (KC / M), taps.kb * KC);
-        for (i, kh) in taps.rows.clone().enumerate() {
-            let row = &x[taps.origin[0] + i * DH];
-            for (j, kw) in taps.cols.clone().enumerate() {
-                let pixel = &row[taps.origin[1] + j * DW][ci0..ci0 + KC / M];
-                let weights = &w[kh][kw][co0..co0 + KC];
-                for ((acc, wv), &xv) in acc
-                    .chunks_exact_mut(M)
-                    .zip(weights.chunks_exact(M))
-                    .zip(pixel)
-                {
-                    for (a, &wv) in acc.iter_mut().zip(wv) {
-                        *a = *a + xv * wv;
-                    }
-                }
-            }
-        }
+        portable_pixel::<Self, C, H, W, CM, KC, M, KH, KW, DH, DW>(acc, x, taps, w);
     }
 
     /// See [`depthwise_run`]; arguments already checked.
@@ -184,6 +168,45 @@ pub fn depthwise_pixel<
     T::depthwise_pixel::<C, H, W, CM, KC, M, KH, KW, DH, DW>(isa, acc, x, taps, w);
 }
 
+/// The portable border pixel: every in-bounds tap over the block's channels.
+#[inline(always)]
+fn portable_pixel<
+    T: Element,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const CM: usize,
+    const KC: usize,
+    const M: usize,
+    const KH: usize,
+    const KW: usize,
+    const DH: usize,
+    const DW: usize,
+>(
+    acc: &mut [T; KC],
+    x: &[[[T; C]; W]; H],
+    taps: &Taps,
+    w: &[[[T; CM]; KW]; KH],
+) {
+    let (ci0, co0) = (taps.kb * (KC / M), taps.kb * KC);
+    for (i, kh) in taps.rows.clone().enumerate() {
+        let row = &x[taps.origin[0] + i * DH];
+        for (j, kw) in taps.cols.clone().enumerate() {
+            let pixel = &row[taps.origin[1] + j * DW][ci0..ci0 + KC / M];
+            let weights = &w[kh][kw][co0..co0 + KC];
+            for ((acc, wv), &xv) in acc
+                .chunks_exact_mut(M)
+                .zip(weights.chunks_exact(M))
+                .zip(pixel)
+            {
+                for (a, &wv) in acc.iter_mut().zip(wv) {
+                    *a = *a + xv * wv;
+                }
+            }
+        }
+    }
+}
+
 /// Pixels per group of the portable run.
 const PORTABLE_GROUP: usize = 4;
 
@@ -292,23 +315,7 @@ impl DepthwiseKernels for f32 {
             }
             return;
         }
-        let (ci0, co0) = (taps.kb * (KC / M), taps.kb * KC);
-        for (i, kh) in taps.rows.clone().enumerate() {
-            let row = &x[taps.origin[0] + i * DH];
-            for (j, kw) in taps.cols.clone().enumerate() {
-                let pixel = &row[taps.origin[1] + j * DW][ci0..ci0 + KC / M];
-                let weights = &w[kh][kw][co0..co0 + KC];
-                for ((acc, wv), &xv) in acc
-                    .chunks_exact_mut(M)
-                    .zip(weights.chunks_exact(M))
-                    .zip(pixel)
-                {
-                    for (a, &wv) in acc.iter_mut().zip(wv) {
-                        *a += xv * wv;
-                    }
-                }
-            }
-        }
+        portable_pixel::<f32, C, H, W, CM, KC, M, KH, KW, DH, DW>(acc, x, taps, w);
     }
 
     #[inline(always)]
