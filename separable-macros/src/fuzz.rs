@@ -17,7 +17,8 @@
 //! file, a byte range and lines and columns). The test asserts, for every input:
 //!
 //! * the pipeline does not panic (`catch_unwind` around it; the input is printed if it does);
-//! * without errors, the output parses as a Rust file (`syn::File`) holding the struct;
+//! * without errors, the output is at most [`MAX_EXPANSION_BYTES`] of text and parses as a Rust
+//!   file (`syn::File`) holding the struct;
 //! * with errors, the output is `compile_error!` invocations plus at most the stub struct, it
 //!   parses as a Rust file, and every error's span lies inside the input's text (first token's
 //!   start to last token's end), or is the call site when the input ended too early for any
@@ -26,7 +27,8 @@
 //! It prints how many inputs were tried and accepted. `SEPARABLE_FUZZ_ITERATIONS` sets the
 //! number of inputs, `SEPARABLE_FUZZ_SEED` the generator's seed and `SEPARABLE_FUZZ_WORKERS`
 //! the number of threads (one per core by default); `SEPARABLE_FUZZ_MESSAGES=1` lists the kinds
-//! of error reached. DEVELOPMENT.md has the command for a long run.
+//! of error reached, and `SEPARABLE_FUZZ_TRACE=<path>` writes each input to a file before
+//! expanding it (for inputs that kill the process). DEVELOPMENT.md has the command for a long run.
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -45,6 +47,10 @@ const DEFAULT_SEED: u64 = 0x5E9A_4AB1_E00F_F022;
 /// Each worker remembers the inputs it generated (by hash) so that every input it counts is
 /// distinct; the set is cleared when it reaches this size, to bound memory in long runs.
 const DISTINCT_WINDOW: usize = 1 << 21;
+
+/// The largest expansion accepted, as text: 40 times the seed's (about 26 KB). The emitted code
+/// must not grow with the layer's sizes (`plan.rs`); a layer beyond this is a bug.
+const MAX_EXPANSION_BYTES: usize = 1 << 20;
 
 /// Valid invocations the mutations start from.
 const BASES: &[&str] = &[
@@ -763,6 +769,14 @@ fn message_kind(message: &str) -> String {
 /// Checks one expansion; `Err` describes what is wrong.
 fn check(input: &TokenStream, out: TokenStream, tally: &mut Tally) -> Result<(), String> {
     let errors = compile_errors(&out);
+    if errors.is_empty() {
+        let bytes = out.to_string().len();
+        if bytes > MAX_EXPANSION_BYTES {
+            return Err(format!(
+                "the expansion has {bytes} bytes of text; the bound is {MAX_EXPANSION_BYTES}"
+            ));
+        }
+    }
     let file: syn::File =
         syn::parse2(out).map_err(|e| format!("the expansion is not a Rust file: {e}"))?;
     if errors.is_empty() {
@@ -916,6 +930,13 @@ fn run_worker(seed: u64, iterations: u64) -> Tally {
     let mut seen = Seen {
         hashes: HashSet::default(),
     };
+    // With `SEPARABLE_FUZZ_TRACE=<path>`, each input is written to `<path>.<seed>` before it is
+    // expanded, so an input that kills the process (out of memory, stack overflow) is on disk.
+    let trace = std::env::var_os("SEPARABLE_FUZZ_TRACE").map(|path| {
+        let mut path = path;
+        path.push(format!(".{seed:x}"));
+        path
+    });
     while tally.tried < iterations {
         // Forget the previous inputs' spans: keeps lookups fast and offsets below 2^32.
         proc_macro2::extra::invalidate_current_thread_spans();
@@ -939,6 +960,13 @@ fn run_worker(seed: u64, iterations: u64) -> Tally {
         let mut full = quote!(::separable;);
         full.extend(user.clone());
         tally.tried += 1;
+        if let Some(path) = &trace {
+            let record = format!(
+                "input #{} of the worker seeded {seed:#x}:\n{text}\n",
+                tally.tried
+            );
+            std::fs::write(path, record).expect("writing the trace file");
+        }
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             let (krate, body) = crate::split_crate_path(full);
