@@ -17,6 +17,10 @@ use crate::ast::{Entry, Invocation, Size, Value};
 /// would be rejected by rustc with a less helpful message.
 pub(crate) const MAX_ELEMENTS: usize = 1 << 32;
 
+/// The largest kernel height or width: the emitted code lists the window's input rows, so it
+/// grows with the kernel, and no convolution network uses windows anywhere near this.
+pub(crate) const MAX_KERNEL: usize = 255;
+
 /// A validated layer: only integers and enums, everything derived already computed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Layer {
@@ -452,6 +456,18 @@ fn shape(spec: &LayerSpec, entries: &Entries<'_>) -> syn::Result<LayerShape> {
         }
     })?;
     for (dim, index) in [(Dim::Height, 0), (Dim::Width, 1)] {
+        // `kernel: 1000000 x 1`: each kernel row adds a line to the emitted code.
+        if spec.kernel[index] > MAX_KERNEL {
+            let tokens = tokens_of("kernel").unwrap_or_else(input_tokens);
+            return Err(spanned(
+                tokens,
+                format!(
+                    "the kernel {} is {}; the limit is {MAX_KERNEL}",
+                    dim.name(),
+                    spec.kernel[index]
+                ),
+            ));
+        }
         // `kernel: 3, dilation: 2147483648`: the window would span more than any input.
         let extent = (spec.kernel[index] - 1).saturating_mul(spec.dilation[index]);
         if extent >= crate::ast::MAX_SIZE {

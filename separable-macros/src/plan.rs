@@ -139,7 +139,7 @@ impl Strips {
         let channels = if all <= MAX_CHANNEL_BLOCK {
             all
         } else {
-            let best = (1..=c)
+            let best = (1..=c.min(MAX_CHANNEL_BLOCK))
                 .filter(|d| c % d == 0 && d * m <= MAX_CHANNEL_BLOCK)
                 .max()
                 .map_or(0, |d| d * m);
