@@ -111,52 +111,9 @@ pub fn activate<T: Element, const C: usize>(activation: Activation, acc: &mut [T
 
 /// `A` aligned to a cache line (64 bytes), so vector loads of tensors and weights never
 /// straddle two lines. Dereferences to `A`.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C, align(64))]
 pub struct Aligned<A>(pub A);
-
-/// A zero-initialised, cache-line-aligned heap array: the storage of generated layers' weights.
-/// Cloning copies straight into the new allocation, never through the stack.
-#[cfg(feature = "alloc")]
-#[derive(Debug, PartialEq)]
-pub struct HeapArray<A>(alloc::boxed::Box<Aligned<A>>);
-
-#[cfg(feature = "alloc")]
-impl<A: Zeroable> HeapArray<A> {
-    /// All zeros.
-    #[must_use]
-    pub fn zeroed() -> Self {
-        HeapArray(zeroed_box())
-    }
-}
-
-#[cfg(feature = "alloc")]
-impl<A: Zeroable + Copy> Clone for HeapArray<A> {
-    fn clone(&self) -> Self {
-        let mut copy = zeroed_box::<A>();
-        // SAFETY: both pointers come from live references to distinct allocations, each
-        // holding one initialised `A`; `A: Copy`, so a bitwise copy is a valid clone. (An
-        // assignment would build the array on the stack first in unoptimised builds.)
-        unsafe { core::ptr::copy_nonoverlapping(&raw const self.0.0, &raw mut copy.0, 1) };
-        HeapArray(copy)
-    }
-}
-
-#[cfg(feature = "alloc")]
-impl<A> core::ops::Deref for HeapArray<A> {
-    type Target = A;
-
-    fn deref(&self) -> &A {
-        &self.0.0
-    }
-}
-
-#[cfg(feature = "alloc")]
-impl<A> core::ops::DerefMut for HeapArray<A> {
-    fn deref_mut(&mut self) -> &mut A {
-        &mut self.0.0
-    }
-}
 
 impl<A> core::ops::Deref for Aligned<A> {
     type Target = A;
@@ -222,23 +179,6 @@ mod tests {
         activate(Activation::Relu, &mut a);
         assert!(a[0].is_nan());
         assert_eq!(&a[1..], &[0.0, 7.0]);
-    }
-
-    #[test]
-    #[cfg(feature = "std")]
-    fn heap_arrays_clone_without_touching_the_stack() {
-        std::thread::Builder::new()
-            .stack_size(256 * 1024)
-            .spawn(|| {
-                let mut a = HeapArray::<[[[f32; 64]; 112]; 112]>::zeroed();
-                a[111][111][63] = 7.0;
-                let b = a.clone();
-                assert_eq!(b[111][111][63], 7.0);
-                assert_eq!(b, a);
-            })
-            .unwrap()
-            .join()
-            .unwrap();
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod ndarray_interop;
 mod parallel;
 #[cfg(feature = "alloc")]
 pub mod reference;
+mod storage;
 #[cfg(feature = "alloc")]
 mod tensor;
 #[cfg(feature = "alloc")]
@@ -59,15 +60,15 @@ pub mod __private {
     pub use crate::gemm::{
         Block as PointwiseBlock, Isa, Kernel, dispatch, dispatch_as, pointwise_block,
     };
-    #[cfg(feature = "alloc")]
     pub use crate::kernel::Aligned;
     #[cfg(feature = "alloc")]
-    pub use crate::kernel::{HeapArray, zeroed_box};
+    pub use crate::kernel::zeroed_box;
     pub use crate::kernel::{
         activate, activate_slice, channels, channels_mut, depthwise_tap, depthwise_tap_multiplier,
         pointwise_pixel, tap_range,
     };
     pub use crate::parallel::for_each_chunk;
+    pub use crate::storage::{Owned, Storage};
     #[cfg(feature = "alloc")]
     pub use crate::weights::{PointwiseWeights, PointwiseWeightsMut};
     #[cfg(feature = "alloc")]

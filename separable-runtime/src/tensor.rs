@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::ops::{Index, IndexMut};
 
-use crate::kernel::HeapArray;
+use crate::storage::Owned;
 use crate::{Dims, Element, Error};
 
 /// One image of `H` rows, `W` columns and `C` channels, stored row-major with channels last
@@ -25,7 +25,7 @@ use crate::{Dims, Element, Error};
 /// ```
 #[derive(PartialEq)]
 pub struct Tensor<const H: usize, const W: usize, const C: usize, T = f32> {
-    data: HeapArray<[[[T; C]; W]; H]>,
+    data: Owned<[[[T; C]; W]; H]>,
 }
 
 impl<const H: usize, const W: usize, const C: usize, T: Element> Tensor<H, W, C, T> {
@@ -38,7 +38,7 @@ impl<const H: usize, const W: usize, const C: usize, T: Element> Tensor<H, W, C,
     #[must_use]
     pub fn zeros() -> Self {
         Tensor {
-            data: HeapArray::zeroed(),
+            data: Owned::zeroed(),
         }
     }
 
