@@ -106,7 +106,7 @@ pub(crate) fn layer(krate: &TokenStream, header: &Header, layer: &Layer) -> Toke
     let definition = definition(&ctx, header);
     let consts = consts(&ctx, header);
     let constructors = constructors(&ctx, header);
-    let stages = stages(&ctx);
+    let stages = stages(&ctx, header);
     let kernels = kernels(&ctx);
     let trait_impl = trait_impl(&ctx, header);
     let name = &header.name;
@@ -381,16 +381,20 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             ::core::result::Result::Ok(layer)
         }
 
-        /// The weights and biases in PyTorch's layouts (the inverse of `from_pytorch`).
-        #[must_use]
-        pub fn to_pytorch(&self) -> #krate::PytorchWeights<#elem> {
-            #krate::weights::to_pytorch(
-                &Self::SPEC,
-                self.depthwise_weight.as_flattened().as_flattened(),
-                #dw_bias_slice,
-                &self.pointwise_weight[..],
-                #pw_bias_slice,
-            )
+        // `Vec`s: only when the runtime has a heap.
+        __sep::alloc_only! {
+            /// The weights and biases in PyTorch's layouts (the inverse of `from_pytorch`; needs
+            /// the `alloc` feature).
+            #[must_use]
+            pub fn to_pytorch(&self) -> #krate::weights::PytorchWeights<#elem> {
+                #krate::weights::to_pytorch(
+                    &Self::SPEC,
+                    self.depthwise_weight.as_flattened().as_flattened(),
+                    #dw_bias_slice,
+                    &self.pointwise_weight[..],
+                    #pw_bias_slice,
+                )
+            }
         }
 
         /// Depthwise weights indexed `[kh][kw][c·M + m]`: tap `(kh, kw)` of depthwise channel
@@ -443,7 +447,7 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
 
 /// The public stages. Tiny layers run per pixel; the others tile by strips and channel
 /// blocks and run under `__sep::dispatch`, which compiles them for the CPU's instruction set.
-fn stages(ctx: &Ctx<'_>) -> TokenStream {
+fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
     let Ctx {
         krate,
         input_ty,
@@ -453,7 +457,7 @@ fn stages(ctx: &Ctx<'_>) -> TokenStream {
     } = ctx;
     let (forward, depthwise, pointwise) = match &ctx.plan.depthwise {
         Depthwise::Unrolled => (
-            quote!(self.forward_pixels(input.as_array(), output.as_array_mut())),
+            quote!(self.forward_pixels(x, out)),
             quote!(self.depthwise_pixels(input.as_array(), output.as_array_mut())),
             quote!(self.pointwise_pixels(depthwise.as_array(), output.as_array_mut())),
         ),
@@ -462,8 +466,8 @@ fn stages(ctx: &Ctx<'_>) -> TokenStream {
                 isa,
                 __Forward {
                     layer: self,
-                    x: input.as_array(),
-                    out: output.as_array_mut()
+                    x,
+                    out
                 }
             )),
             quote!(__sep::dispatch_as(
@@ -505,6 +509,18 @@ fn stages(ctx: &Ctx<'_>) -> TokenStream {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
         }
     });
+    let elem = &ctx.elem;
+    let shape = &ctx.layer.shape;
+    let (input_array, output_array) = (ctx.array(&shape.input), ctx.array(&shape.output));
+    let ([h, w, c], [oh, ow, n]) = (shape.input.map(lit), shape.output.map(lit));
+    let slices_context = format!("{}::forward_slices", header.name);
+    let slices_doc = format!(
+        " Runs both stages from `input`, {} elements in HWC order (`[{}]`), into `output`, {} elements (`[{}]`): the caller's buffers (a `static` array, a DMA buffer, ...), read and written in place, with no tensor and no copy. Allocates nothing, with or without the `alloc` feature.",
+        shape.input_len,
+        shape_text(shape.input).replace(" x ", ", "),
+        shape.output_len,
+        shape_text(shape.output).replace(" x ", ", "),
+    );
     quote! {
         /// Runs both stages.
         #[must_use]
@@ -525,6 +541,27 @@ fn stages(ctx: &Ctx<'_>) -> TokenStream {
         /// # Panics
         /// If this CPU does not support `isa`.
         pub fn forward_into_with(&self, isa: #krate::Isa, input: &#input_ty, output: &mut #output_ty) {
+            self.forward_arrays(isa, input.as_array(), output.as_array_mut());
+        }
+
+        #[doc = #slices_doc]
+        ///
+        /// # Errors
+        /// `Error::Length` naming `input` or `output` if a buffer has another length; nothing
+        /// is written then.
+        pub fn forward_slices(
+            &self,
+            input: &[#elem],
+            output: &mut [#elem],
+        ) -> ::core::result::Result<(), #krate::Error> {
+            let x = __sep::hwc::<#elem, #h, #w, #c>(#slices_context, "input", input)?;
+            let out = __sep::hwc_mut::<#elem, #oh, #ow, #n>(#slices_context, "output", output)?;
+            self.forward_arrays(#krate::Isa::detect(), x, out);
+            ::core::result::Result::Ok(())
+        }
+
+        /// Both stages with `isa`, the one path of `forward_into_with` and `forward_slices`.
+        fn forward_arrays(&self, isa: #krate::Isa, x: &#input_array, out: &mut #output_array) {
             #ignore_isa
             #forward
         }
@@ -1148,8 +1185,10 @@ fn trait_impl(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
                 #name::from_pytorch(dw_weight, dw_bias, pw_weight, pw_bias)
             }
 
-            fn to_pytorch(&self) -> #krate::PytorchWeights<#elem> {
-                #name::to_pytorch(self)
+            __sep::alloc_only! {
+                fn to_pytorch(&self) -> #krate::weights::PytorchWeights<#elem> {
+                    #name::to_pytorch(self)
+                }
             }
 
             fn forward(&self, input: &#input_ty) -> #output_ty {
@@ -1158,6 +1197,14 @@ fn trait_impl(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
 
             fn forward_into(&self, input: &#input_ty, output: &mut #output_ty) {
                 #name::forward_into(self, input, output)
+            }
+
+            fn forward_slices(
+                &self,
+                input: &[#elem],
+                output: &mut [#elem],
+            ) -> ::core::result::Result<(), #krate::Error> {
+                #name::forward_slices(self, input, output)
             }
 
             fn forward_into_with(&self, isa: #krate::Isa, input: &#input_ty, output: &mut #output_ty) {

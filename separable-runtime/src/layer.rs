@@ -2,8 +2,11 @@
 
 use separable_shape::{Activation, LayerShape, LayerSpec};
 
+#[cfg(feature = "alloc")]
+use crate::PytorchWeights;
+#[cfg(feature = "alloc")]
 use crate::import::{self, Ctx, SafetensorsFile, TensorNames};
-use crate::{Element, Error, PytorchWeights, Tensor};
+use crate::{Element, Error, Tensor};
 
 /// A layer's tensor type seen as flat HWC data, so that code generic over [`Layer`] can build
 /// its input and read its output. [`Tensor`] implements it, and every generated layer's
@@ -62,6 +65,11 @@ impl<const H: usize, const W: usize, const C: usize, T: Element> TensorData<T>
 ///
 /// The generated struct has the same items as inherent associated items; the trait lets generic
 /// code (tests, benchmarks, network runners) treat every layer alike.
+///
+/// Everything that returns or reads heap data ([`Layer::to_pytorch`], the weight import
+/// methods, [`Layer::forward_batch`]) needs the `alloc` feature; the rest works without a
+/// heap. The trait is implemented by `separable_conv!` only: its required methods follow the
+/// features the runtime is built with.
 pub trait Layer: Sized {
     /// The element type (`f32` or `f64`).
     type Elem: Element;
@@ -96,11 +104,35 @@ pub trait Layer: Sized {
         pw_bias: Option<&[Self::Elem]>,
     ) -> Result<Self, crate::Error>;
     /// The weights in PyTorch's layouts.
+    #[cfg(feature = "alloc")]
     fn to_pytorch(&self) -> PytorchWeights<Self::Elem>;
     /// Both stages.
     fn forward(&self, input: &Self::Input) -> Self::Output;
     /// Both stages into `output`, allocating nothing.
     fn forward_into(&self, input: &Self::Input, output: &mut Self::Output);
+    /// Both stages from and into the caller's HWC buffers (`static` arrays, DMA buffers, ...),
+    /// without copying them into tensors; see the generated `forward_slices`. Allocates
+    /// nothing, with or without the `alloc` feature.
+    ///
+    /// ```
+    /// use separable_runtime::{Error, Layer};
+    /// separable::separable_conv! { pub struct Sum { input: 3 x 3 x 2, output: 1 } }
+    ///
+    /// static WEIGHTS: [f32; 18] = [1.0; 18];
+    /// static IMAGE: [f32; 18] = [0.5; 18];
+    /// let layer = Sum::from_pytorch(&WEIGHTS, None, &[1.0; 2], None)?;
+    /// let mut out = [0.0f32; 1];
+    /// layer.forward_slices(&IMAGE, &mut out)?;
+    /// assert_eq!(out, [9.0]);
+    /// let e = layer.forward_slices(&IMAGE[1..], &mut out).unwrap_err();
+    /// assert!(matches!(e, Error::Length { tensor: "input", expected: 18, actual: 17, .. }));
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Length`] naming `input` or `output` if a buffer does not hold `H·W·C` or
+    /// `OH·OW·N` elements.
+    fn forward_slices(&self, input: &[Self::Elem], output: &mut [Self::Elem]) -> Result<(), Error>;
     /// [`Layer::forward_into`] with a chosen instruction set.
     ///
     /// # Panics
@@ -131,6 +163,7 @@ pub trait Layer: Sized {
     /// The pointwise stage (with its bias and activation).
     fn pointwise(&self, depthwise: &Self::Depthwise) -> Self::Output;
 
+    #[cfg(feature = "alloc")]
     /// Loads [`PytorchWeights`], e.g. after
     /// [`fold_batchnorm`](PytorchWeights::fold_batchnorm): `from_pytorch` with
     /// [`PytorchWeights::as_slices`].
@@ -142,6 +175,7 @@ pub trait Layer: Sized {
         Self::from_pytorch(dw, dw_bias, pw, pw_bias)
     }
 
+    #[cfg(feature = "alloc")]
     /// Loads the layer from a safetensors file holding a PyTorch state dict:
     /// `{prefix}depthwise.weight` (`[C·M, 1, KH, KW]`), `{prefix}depthwise.bias` (`[C·M]`),
     /// `{prefix}pointwise.weight` (`[N, C·M, 1, 1]`) and `{prefix}pointwise.bias` (`[N]`).
@@ -174,6 +208,7 @@ pub trait Layer: Sized {
         Self::from_pytorch_weights(&weights)
     }
 
+    #[cfg(feature = "alloc")]
     /// [`Layer::from_safetensors`] with other tensor names; see [`TensorNames`].
     ///
     /// # Errors
@@ -188,6 +223,7 @@ pub trait Layer: Sized {
         Self::from_pytorch_weights(&weights)
     }
 
+    #[cfg(feature = "alloc")]
     /// [`Layer::from_safetensors_with`] from a file parsed once for many layers.
     ///
     /// # Errors
@@ -204,6 +240,7 @@ pub trait Layer: Sized {
         Self::from_pytorch_weights(&weights)
     }
 
+    #[cfg(feature = "alloc")]
     /// Loads the weights of a Keras `SeparableConv2D` (`layer.get_weights()` in order):
     /// `depthwise_kernel` of shape `(KH, KW, C, M)`, `pointwise_kernel` of shape
     /// `(1, 1, C·M, N)` and, with `use_bias=True`, `bias` of shape `(N,)`, all row-major. Declare
@@ -243,6 +280,7 @@ pub trait Layer: Sized {
         Self::from_pytorch_weights(&weights)
     }
 
+    #[cfg(feature = "alloc")]
     /// Loads the weights of a Keras `DepthwiseConv2D` (`kernel` `(KH, KW, C, M)`, `bias`
     /// `(C·M,)`) followed by a 1 x 1 `Conv2D` (`kernel` `(1, 1, C·M, N)`, `bias` `(N,)`). Each
     /// bias is `Some` exactly when the declared `bias:` has it: `both` for two layers with
@@ -266,6 +304,7 @@ pub trait Layer: Sized {
         Self::from_pytorch_weights(&weights)
     }
 
+    #[cfg(feature = "alloc")]
     /// Loads the filters and biases of a TFLite `DEPTHWISE_CONV_2D` (`[1, KH, KW, C·M]`,
     /// `[C·M]`) followed by a 1 x 1 `CONV_2D` (`[N, 1, 1, C·M]`, `[N]`), as the `.tflite` file
     /// stores them. See [`import::tflite_to_pytorch`].

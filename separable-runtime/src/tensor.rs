@@ -1,5 +1,6 @@
 //! `Tensor<H, W, C, T>`: one image, height x width x channels, channels last.
 
+#[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 use core::fmt;
 use core::ops::{Index, IndexMut};
@@ -11,9 +12,10 @@ use crate::{Dims, Element, Error};
 /// (HWC, the NHWC layout of TensorFlow and TFLite with batch 1).
 ///
 /// The shape is part of the type, so a layer's `forward` only accepts the tensor it was
-/// declared for, and chaining layers whose shapes do not meet is a compile error. The data
-/// lives on the heap (a 112 x 112 x 64 tensor is 3 MiB), aligned to a cache line and allocated
-/// without passing through the stack.
+/// declared for, and chaining layers whose shapes do not meet is a compile error. The data is
+/// aligned to a cache line. With the `alloc` feature it lives on the heap (a 112 x 112 x 64
+/// tensor is 3 MiB), allocated without passing through the stack; without it, inline in the
+/// tensor (on the stack or in a `static`, sized by the shape).
 ///
 /// ```
 /// use separable_runtime::Tensor;
@@ -109,6 +111,7 @@ impl<const H: usize, const W: usize, const C: usize, T: Element> Tensor<H, W, C,
     }
 
     /// A copy in CHW order (PyTorch's NCHW with `N = 1`).
+    #[cfg(feature = "alloc")]
     #[must_use]
     pub fn to_chw(&self) -> Vec<T> {
         let mut out = Vec::with_capacity(Self::LEN);
@@ -121,6 +124,7 @@ impl<const H: usize, const W: usize, const C: usize, T: Element> Tensor<H, W, C,
     }
 
     /// A copy in HWC order.
+    #[cfg(feature = "alloc")]
     #[must_use]
     pub fn to_vec(&self) -> Vec<T> {
         self.as_slice().to_vec()
@@ -197,12 +201,77 @@ impl<const H: usize, const W: usize, const C: usize, T: Element> AsRef<[T]> for 
     }
 }
 
+/// `data`, `H * W * C` elements in HWC order, as nested arrays indexed `[h][w][c]`: the same
+/// memory, no copy. Generated layers' `forward_slices` run their kernels on it.
+///
+/// # Errors
+/// [`Error::Length`] naming `context` and `tensor` if `data` has another length.
+pub fn hwc<'a, T, const H: usize, const W: usize, const C: usize>(
+    context: &'static str,
+    tensor: &'static str,
+    data: &'a [T],
+) -> Result<&'a [[[T; C]; W]; H], Error> {
+    let error = || length_error(context, tensor, [H, W, C], data.len());
+    // Checked first: `as_chunks` drops a remainder, so a longer slice could still fill `H` rows.
+    if Dims::new([H, W, C]).elements() != Some(data.len()) {
+        return Err(error());
+    }
+    let (pixels, []) = data.as_chunks::<C>() else {
+        return Err(error());
+    };
+    let (rows, []) = pixels.as_chunks::<W>() else {
+        return Err(error());
+    };
+    rows.try_into().map_err(|_| error())
+}
+
+/// [`hwc`], mutably.
+///
+/// # Errors
+/// [`Error::Length`] naming `context` and `tensor` if `data` has another length.
+pub fn hwc_mut<'a, T, const H: usize, const W: usize, const C: usize>(
+    context: &'static str,
+    tensor: &'static str,
+    data: &'a mut [T],
+) -> Result<&'a mut [[[T; C]; W]; H], Error> {
+    let len = data.len();
+    let error = || length_error(context, tensor, [H, W, C], len);
+    if Dims::new([H, W, C]).elements() != Some(len) {
+        return Err(error());
+    }
+    let (pixels, []) = data.as_chunks_mut::<C>() else {
+        return Err(error());
+    };
+    let (rows, []) = pixels.as_chunks_mut::<W>() else {
+        return Err(error());
+    };
+    rows.try_into().map_err(|_| error())
+}
+
+fn length_error(
+    context: &'static str,
+    tensor: &'static str,
+    shape: [usize; 3],
+    actual: usize,
+) -> Error {
+    let shape = Dims::new(shape);
+    Error::Length {
+        context,
+        tensor,
+        shape,
+        expected: shape.elements().unwrap_or(usize::MAX),
+        actual,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::format;
+    use alloc::vec::Vec;
 
     #[test]
+    #[cfg(feature = "alloc")]
     fn hwc_and_chw_round_trip() {
         let hwc: Vec<f32> = (0..24).map(|i| i as f32).collect();
         let t = Tensor::<2, 3, 4>::from_hwc(&hwc).unwrap();
@@ -235,6 +304,56 @@ mod tests {
     }
 
     #[test]
+    fn chw_is_transposed_to_hwc() {
+        let chw: Vec<f64> = (0..24).map(f64::from).collect();
+        let t = Tensor::<2, 3, 4, f64>::from_chw(&chw).unwrap();
+        // Element (h=1, w=2, c=3) is CHW index (3 * 2 + 1) * 3 + 2 = 23.
+        assert_eq!(t[(1, 2, 3)], 23.0);
+        assert_eq!(t[(0, 1, 0)], 1.0);
+        assert_eq!(t.as_array()[1][0][2], 15.0); // (2 * 2 + 1) * 3 + 0
+    }
+
+    #[test]
+    fn hwc_views_slices_as_nested_arrays_without_copying() {
+        let mut data: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        let view = hwc::<_, 2, 3, 4>("f", "input", &data).unwrap();
+        assert_eq!(view.as_ptr().cast::<f32>(), data.as_ptr());
+        assert_eq!(view[1][2][3], 23.0);
+        assert_eq!(view[0][1][0], 4.0);
+        let view = hwc_mut::<_, 2, 3, 4>("f", "output", &mut data).unwrap();
+        view[1][0][1] = -1.0;
+        assert_eq!(data[(3) * 4 + 1], -1.0);
+    }
+
+    #[test]
+    fn hwc_rejects_every_other_length() {
+        let mut data = [0.0f32; 13];
+        // With one channel a slice one longer would still fill the rows: lengths are checked
+        // before the remainders are dropped.
+        for len in [0, 5, 7, 11, 13] {
+            let e = hwc::<_, 2, 3, 2>("L::forward_slices", "input", &data[..len]).unwrap_err();
+            assert_eq!(
+                e,
+                Error::Length {
+                    context: "L::forward_slices",
+                    tensor: "input",
+                    shape: Dims::new([2, 3, 2]),
+                    expected: 12,
+                    actual: len,
+                }
+            );
+            let e = hwc_mut::<_, 3, 4, 1>("L::forward_slices", "output", &mut data[..len]);
+            assert!(matches!(
+                e,
+                Err(Error::Length { tensor: "output", expected: 12, actual, .. }) if actual == len
+            ));
+        }
+        assert!(hwc::<_, 2, 3, 2>("f", "t", &data[..12]).is_ok());
+        assert!(hwc_mut::<_, 3, 4, 1>("f", "t", &mut data[1..]).is_ok());
+        assert!(hwc::<f32, 1, 1, 1>("f", "t", &[]).is_err());
+    }
+
+    #[test]
     fn get_is_checked() {
         let t = Tensor::<1, 2, 3>::filled(1.5);
         assert_eq!(t.get(0, 1, 2), Some(&1.5));
@@ -243,6 +362,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "alloc")]
     fn large_tensors_fit_in_a_small_stack() {
         std::thread::Builder::new()
             .stack_size(256 * 1024)

@@ -4,7 +4,11 @@
 //! tap is a vector operation over channels) and its pointwise weights as `[C·M][N]` (one input
 //! channel scales a row of `N` outputs). These functions move PyTorch's layouts in and out of
 //! them; generated `from_pytorch` and `to_pytorch` call them with the layer's spec.
+//!
+//! [`load_pytorch`] and the weight views need no heap; [`PytorchWeights`] and [`to_pytorch`],
+//! which return `Vec`s, need the `alloc` feature.
 
+#[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 
 use separable_shape::LayerSpec;
@@ -16,6 +20,7 @@ use crate::{Dims, Element, Error};
 pub type PytorchSlices<'a, T> = (&'a [T], Option<&'a [T]>, &'a [T], Option<&'a [T]>);
 
 /// A layer's weights in PyTorch's layouts, row-major.
+#[cfg(feature = "alloc")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct PytorchWeights<T> {
     /// `depthwise.weight`, shape `[C·M, 1, KH, KW]`.
@@ -28,6 +33,7 @@ pub struct PytorchWeights<T> {
     pub pointwise_bias: Option<Vec<T>>,
 }
 
+#[cfg(feature = "alloc")]
 impl<T: Element> PytorchWeights<T> {
     /// Borrows the four tensors in the argument order of generated `from_pytorch`.
     #[must_use]
@@ -172,6 +178,7 @@ fn check_bias<T>(
 ///
 /// # Panics
 /// If the slices do not match `spec` (a bug in the caller, not bad user data).
+#[cfg(feature = "alloc")]
 #[must_use]
 pub fn to_pytorch<T: Element>(
     spec: &LayerSpec,
@@ -212,6 +219,7 @@ pub fn to_pytorch<T: Element>(
 mod tests {
     use super::*;
     use alloc::vec;
+    use alloc::vec::Vec;
     use separable_shape::Bias;
 
     fn spec() -> LayerSpec {
@@ -222,6 +230,31 @@ mod tests {
     }
 
     #[test]
+    fn copy_to_rows_is_the_inverse_of_copy_from_rows() {
+        let rows: Vec<f32> = (0..4 * 17).map(|i| i as f32 * 0.5).collect();
+        let mut packed = vec![f32::NAN; crate::gemm::packed_len(4, 17)];
+        PointwiseWeightsMut::new(&mut packed, 4, 17)
+            .copy_from_rows(&rows)
+            .unwrap();
+        let view = PointwiseWeights::new(&packed, 4, 17);
+        let mut back = vec![f32::NAN; 4 * 17];
+        view.copy_to_rows(&mut back).unwrap();
+        assert_eq!(back, rows);
+        assert_eq!(view[(3, 16)], rows[3 * 17 + 16]);
+        let e = view.copy_to_rows(&mut back[1..]).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::Length {
+                tensor: "rows",
+                expected: 68,
+                actual: 67,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    #[cfg(feature = "alloc")]
     fn pytorch_layout_round_trips_through_storage() {
         let spec = spec();
         let src_dw: Vec<f32> = (0..24).map(|i| i as f32).collect(); // [4][1][2][3]
@@ -389,12 +422,35 @@ impl<'a, T: Element> PointwiseWeights<'a, T> {
     }
 
     /// All weights row-major, `[k][n]`.
+    #[cfg(feature = "alloc")]
     #[must_use]
     pub fn to_vec(&self) -> Vec<T> {
         (0..self.k)
             .flat_map(|k| (0..self.n).map(move |n| (k, n)))
             .map(|(k, n)| self.packed[packed_index(k, n, self.k)])
             .collect()
+    }
+
+    /// Copies all weights into `rows`, row-major `[k][n]`: [`PointwiseWeights::to_vec`]
+    /// into a buffer of the caller's.
+    ///
+    /// # Errors
+    /// [`Error::Length`] if `rows` does not have `k * n` elements.
+    pub fn copy_to_rows(&self, rows: &mut [T]) -> Result<(), Error> {
+        Error::check_len(
+            "PointwiseWeights::copy_to_rows",
+            "rows",
+            Dims::new([self.k, self.n]),
+            rows.len(),
+        )?;
+        if self.n > 0 {
+            for (k, row) in rows.chunks_exact_mut(self.n).enumerate() {
+                for (n, v) in row.iter_mut().enumerate() {
+                    *v = self.packed[packed_index(k, n, self.k)];
+                }
+            }
+        }
+        Ok(())
     }
 }
 

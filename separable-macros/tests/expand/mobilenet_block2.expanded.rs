@@ -91,16 +91,15 @@ const _: () = {
             )?;
             ::core::result::Result::Ok(layer)
         }
-        /// The weights and biases in PyTorch's layouts (the inverse of `from_pytorch`).
-        #[must_use]
-        pub fn to_pytorch(&self) -> ::separable::PytorchWeights<f32> {
-            ::separable::weights::to_pytorch(
-                &Self::SPEC,
-                self.depthwise_weight.as_flattened().as_flattened(),
-                ::core::option::Option::Some(&self.depthwise_bias[..]),
-                &self.pointwise_weight[..],
-                ::core::option::Option::Some(&self.pointwise_bias[..]),
-            )
+        __sep::alloc_only! {
+            #[doc =
+            r" The weights and biases in PyTorch's layouts (the inverse of `from_pytorch`; needs"]
+            #[doc = r" the `alloc` feature)."] #[must_use] pub fn to_pytorch(& self) ->
+            ::separable::weights::PytorchWeights < f32 > {
+            ::separable::weights::to_pytorch(& Self::SPEC, self.depthwise_weight
+            .as_flattened().as_flattened(), ::core::option::Option::Some(& self
+            .depthwise_bias[..]), & self.pointwise_weight[..],
+            ::core::option::Option::Some(& self.pointwise_bias[..]),) }
         }
         /// Depthwise weights indexed `[kh][kw][c·M + m]`: tap `(kh, kw)` of depthwise channel
         /// `c·M + m`, which reads input channel `c`.
@@ -181,14 +180,41 @@ const _: () = {
             input: &::separable::Tensor<112, 112, 64>,
             output: &mut ::separable::Tensor<56, 56, 128>,
         ) {
-            __sep::dispatch_as(
-                isa,
-                __Forward {
-                    layer: self,
-                    x: input.as_array(),
-                    out: output.as_array_mut(),
-                },
-            )
+            self.forward_arrays(isa, input.as_array(), output.as_array_mut());
+        }
+        /// Runs both stages from `input`, 802816 elements in HWC order (`[112, 112, 64]`), into `output`, 401408 elements (`[56, 56, 128]`): the caller's buffers (a `static` array, a DMA buffer, ...), read and written in place, with no tensor and no copy. Allocates nothing, with or without the `alloc` feature.
+        ///
+        /// # Errors
+        /// `Error::Length` naming `input` or `output` if a buffer has another length; nothing
+        /// is written then.
+        pub fn forward_slices(
+            &self,
+            input: &[f32],
+            output: &mut [f32],
+        ) -> ::core::result::Result<(), ::separable::Error> {
+            let x = __sep::hwc::<
+                f32,
+                112,
+                112,
+                64,
+            >("Block2::forward_slices", "input", input)?;
+            let out = __sep::hwc_mut::<
+                f32,
+                56,
+                56,
+                128,
+            >("Block2::forward_slices", "output", output)?;
+            self.forward_arrays(::separable::Isa::detect(), x, out);
+            ::core::result::Result::Ok(())
+        }
+        /// Both stages with `isa`, the one path of `forward_into_with` and `forward_slices`.
+        fn forward_arrays(
+            &self,
+            isa: ::separable::Isa,
+            x: &[[[f32; 64]; 112]; 112],
+            out: &mut [[[f32; 128]; 56]; 56],
+        ) {
+            __sep::dispatch_as(isa, __Forward { layer: self, x, out })
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
@@ -536,8 +562,9 @@ const _: () = {
         ) -> ::core::result::Result<Self, ::separable::Error> {
             Block2::from_pytorch(dw_weight, dw_bias, pw_weight, pw_bias)
         }
-        fn to_pytorch(&self) -> ::separable::PytorchWeights<f32> {
-            Block2::to_pytorch(self)
+        __sep::alloc_only! {
+            fn to_pytorch(& self) -> ::separable::weights::PytorchWeights < f32 > {
+            Block2::to_pytorch(self) }
         }
         fn forward(
             &self,
@@ -551,6 +578,13 @@ const _: () = {
             output: &mut ::separable::Tensor<56, 56, 128>,
         ) {
             Block2::forward_into(self, input, output)
+        }
+        fn forward_slices(
+            &self,
+            input: &[f32],
+            output: &mut [f32],
+        ) -> ::core::result::Result<(), ::separable::Error> {
+            Block2::forward_slices(self, input, output)
         }
         fn forward_into_with(
             &self,

@@ -88,16 +88,14 @@ const _: () = {
             )?;
             ::core::result::Result::Ok(layer)
         }
-        /// The weights and biases in PyTorch's layouts (the inverse of `from_pytorch`).
-        #[must_use]
-        pub fn to_pytorch(&self) -> ::separable::PytorchWeights<f32> {
-            ::separable::weights::to_pytorch(
-                &Self::SPEC,
-                self.depthwise_weight.as_flattened().as_flattened(),
-                ::core::option::Option::None,
-                &self.pointwise_weight[..],
-                ::core::option::Option::None,
-            )
+        __sep::alloc_only! {
+            #[doc =
+            r" The weights and biases in PyTorch's layouts (the inverse of `from_pytorch`; needs"]
+            #[doc = r" the `alloc` feature)."] #[must_use] pub fn to_pytorch(& self) ->
+            ::separable::weights::PytorchWeights < f32 > {
+            ::separable::weights::to_pytorch(& Self::SPEC, self.depthwise_weight
+            .as_flattened().as_flattened(), ::core::option::Option::None, & self
+            .pointwise_weight[..], ::core::option::Option::None,) }
         }
         /// Depthwise weights indexed `[kh][kw][c·M + m]`: tap `(kh, kw)` of depthwise channel
         /// `c·M + m`, which reads input channel `c`.
@@ -174,8 +172,37 @@ const _: () = {
             input: &::separable::Tensor<5, 5, 3>,
             output: &mut ::separable::Tensor<5, 5, 4>,
         ) {
+            self.forward_arrays(isa, input.as_array(), output.as_array_mut());
+        }
+        /// Runs both stages from `input`, 75 elements in HWC order (`[5, 5, 3]`), into `output`, 100 elements (`[5, 5, 4]`): the caller's buffers (a `static` array, a DMA buffer, ...), read and written in place, with no tensor and no copy. Allocates nothing, with or without the `alloc` feature.
+        ///
+        /// # Errors
+        /// `Error::Length` naming `input` or `output` if a buffer has another length; nothing
+        /// is written then.
+        pub fn forward_slices(
+            &self,
+            input: &[f32],
+            output: &mut [f32],
+        ) -> ::core::result::Result<(), ::separable::Error> {
+            let x = __sep::hwc::<f32, 5, 5, 3>("Seed::forward_slices", "input", input)?;
+            let out = __sep::hwc_mut::<
+                f32,
+                5,
+                5,
+                4,
+            >("Seed::forward_slices", "output", output)?;
+            self.forward_arrays(::separable::Isa::detect(), x, out);
+            ::core::result::Result::Ok(())
+        }
+        /// Both stages with `isa`, the one path of `forward_into_with` and `forward_slices`.
+        fn forward_arrays(
+            &self,
+            isa: ::separable::Isa,
+            x: &[[[f32; 3]; 5]; 5],
+            out: &mut [[[f32; 4]; 5]; 5],
+        ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
-            self.forward_pixels(input.as_array(), output.as_array_mut())
+            self.forward_pixels(x, out)
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
@@ -588,8 +615,9 @@ const _: () = {
         ) -> ::core::result::Result<Self, ::separable::Error> {
             Seed::from_pytorch(dw_weight, dw_bias, pw_weight, pw_bias)
         }
-        fn to_pytorch(&self) -> ::separable::PytorchWeights<f32> {
-            Seed::to_pytorch(self)
+        __sep::alloc_only! {
+            fn to_pytorch(& self) -> ::separable::weights::PytorchWeights < f32 > {
+            Seed::to_pytorch(self) }
         }
         fn forward(
             &self,
@@ -603,6 +631,13 @@ const _: () = {
             output: &mut ::separable::Tensor<5, 5, 4>,
         ) {
             Seed::forward_into(self, input, output)
+        }
+        fn forward_slices(
+            &self,
+            input: &[f32],
+            output: &mut [f32],
+        ) -> ::core::result::Result<(), ::separable::Error> {
+            Seed::forward_slices(self, input, output)
         }
         fn forward_into_with(
             &self,
