@@ -4,7 +4,8 @@
 //! Each grid entry declares a layer with `separable_conv!` in its own module and runs
 //! [`check`] on it through the `Layer` trait: random PyTorch-layout weights go through
 //! `from_pytorch` (and must come back unchanged from `to_pytorch`), and `depthwise`, `forward`,
-//! `forward_into` (into an output pre-filled with NaN) and `pointwise` (on the layer's own and on
+//! `forward_into` (into an output pre-filled with NaN), `forward_slices` (into a NaN-prefilled
+//! slice followed by a sentinel that must survive) and `pointwise` (on the layer's own and on
 //! the reference's depthwise output), and `forward_into_with`, `depthwise_into_with` and
 //! `pointwise_into_with` with every instruction set the CPU supports, are compared with the
 //! reference kernels run on the same buffers. `grid_covers_every_parameter` checks that the grid still exercises every kernel,
@@ -198,6 +199,26 @@ fn run<L: TestLayer>(name: &str, x_scale: f64, w_scale: f64) -> Run<L> {
         "forward_into (NaN-prefilled)",
         out_dims,
         into.hwc(),
+        &ref_y_wide,
+    ));
+    // The caller's slices: an output one element longer, its tail left alone.
+    let nan = L::Elem::from_f64(f64::NAN);
+    let sentinel = L::Elem::from_f64(-7.25);
+    let mut slice_out = vec![nan; L::SHAPE.output_len + 1];
+    *slice_out.last_mut().unwrap() = sentinel;
+    let (body, tail) = slice_out.split_at_mut(L::SHAPE.output_len);
+    layer
+        .forward_slices(&x, body)
+        .unwrap_or_else(|e| panic!("{name}: forward_slices: {e}"));
+    assert!(
+        tail[0] == sentinel,
+        "{name}: forward_slices wrote past the output"
+    );
+    errors = errors.max(assert_close(
+        name,
+        "forward_slices (NaN-prefilled)",
+        out_dims,
+        body,
         &ref_y_wide,
     ));
     errors = errors.max(check_isas(

@@ -330,7 +330,7 @@ fn isas() -> Vec<Isa> {
 }
 
 /// Runs every entry point of `layer` on `x` (HWC) and compares each with the model: `forward`,
-/// `depthwise`, `forward_into`, and per instruction set `forward_into_with`,
+/// `depthwise`, `forward_into`, `forward_slices`, and per instruction set `forward_into_with`,
 /// `depthwise_into_with` and `pointwise_into_with` (the last on the layer's own depthwise
 /// output). Outputs start filled with `prefill`, so a cell no kernel writes keeps it.
 fn check_all_paths<L: TestLayer>(
@@ -366,6 +366,11 @@ fn check_all_paths<L: TestLayer>(
         out.hwc(),
         &want_y,
     );
+    let mut out = vec![fill(); L::SHAPE.output_len];
+    layer
+        .forward_slices(x, &mut out)
+        .unwrap_or_else(|e| panic!("{what}: forward_slices: {e}"));
+    assert_matches(&format!("{what}: forward_slices"), out_dims, &out, &want_y);
 
     for isa in isas() {
         let mut out = L::Output::filled_with(fill());
@@ -649,6 +654,53 @@ fn check_from_pytorch<L: Layer<Elem = f32>>() {
         accepted, 1,
         "{context}: {accepted} of {cases} combinations accepted"
     );
+}
+
+/// `forward_slices` over wrong lengths of the input and of the output: the first wrong buffer in
+/// argument order is reported, and the output is left untouched.
+fn check_forward_slices<L: Layer<Elem = f32>>() {
+    let layer = L::zeroed();
+    let context = format!("{}::forward_slices", L::NAME);
+    let (in_len, out_len) = (L::SHAPE.input_len, L::SHAPE.output_len);
+    let sentinel = -3.5f32;
+    let lengths = |len: usize| {
+        let mut all = wrong_lengths(len);
+        all.push(len);
+        all
+    };
+    let (inputs, outputs) = (lengths(in_len), lengths(out_len));
+    for &i in &inputs {
+        for &o in &outputs {
+            let input = vec![1.0f32; i];
+            let mut output = vec![sentinel; o];
+            let result = layer.forward_slices(&input, &mut output);
+            if i != in_len {
+                assert_length_error(result, &context, "input", in_len, i);
+            } else if o != out_len {
+                assert_length_error(result, &context, "output", out_len, o);
+            } else {
+                assert!(result.is_ok(), "{context}: rejected the right lengths");
+                // Zero weights and biases: every output is 0.
+                assert!(
+                    output.iter().all(|&v| v == 0.0),
+                    "{context}: output not written"
+                );
+                continue;
+            }
+            assert!(
+                output.iter().all(|&v| v == sentinel),
+                "{context}(input {i}, output {o}): the output was written before the error"
+            );
+        }
+    }
+}
+
+#[test]
+fn forward_slices_rejects_every_wrong_length() {
+    check_forward_slices::<NoBias>();
+    check_forward_slices::<Blocks>();
+    check_forward_slices::<Tiny>();
+    check_forward_slices::<Strip>();
 }
 
 #[test]
