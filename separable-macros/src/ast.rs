@@ -5,6 +5,7 @@
 //! entry      := IDENT ":" value
 //! value      := size ("x" size)*     e.g. `5 x 5 x 3`, `5x5x3`, `3`
 //!             | IDENT                e.g. `same`, `relu6`, `f32`
+//!             | STRING               e.g. `"models/block.safetensors"`
 //! ```
 //!
 //! Parsing is forgiving between entries: a malformed entry records its error and parsing goes
@@ -50,6 +51,8 @@ pub(crate) enum Value {
     Sizes(Sizes),
     /// `same`: one word.
     Word(Ident),
+    /// `"models/block.safetensors"`: a string.
+    Str(syn::LitStr),
     /// A value that did not parse; its error is in [`Invocation::errors`]. The key is kept so
     /// the key is not reported missing as well.
     Invalid(TokenStream),
@@ -75,6 +78,7 @@ impl Value {
         match self {
             Value::Sizes(sizes) => sizes.tokens.clone(),
             Value::Word(word) => word.to_token_stream(),
+            Value::Str(text) => text.to_token_stream(),
             Value::Invalid(tokens) => tokens.clone(),
         }
     }
@@ -227,12 +231,50 @@ fn parse_entry(tokens: &[TokenTree]) -> Result<Entry, (Option<Ident>, Error)> {
         ));
     }
     match parse_value(value) {
+        Ok(value @ Value::Str(_)) => Ok(Entry { key, value }),
+        // `weights: models/block.safetensors`: the path without quotes.
+        _ if key == "weights" || key == "prefix" => {
+            let tokens: TokenStream = value.iter().cloned().collect();
+            fail(Error::new_spanned(
+                tokens,
+                format!(
+                    "`{key}` takes a string in double quotes, e.g. `{key}: \"{}\"`",
+                    if key == "weights" {
+                        "models/block.safetensors"
+                    } else {
+                        "features.1."
+                    }
+                ),
+            ))
+        }
         Ok(value) => Ok(Entry { key, value }),
         Err(error) => fail(error),
     }
 }
 
 fn parse_value(tokens: &[TokenTree]) -> syn::Result<Value> {
+    // A string passed through a `macro_rules!` fragment arrives in an invisible group.
+    if let [TokenTree::Group(group)] = tokens
+        && group.delimiter() == Delimiter::None
+    {
+        let inner: Vec<TokenTree> = group.stream().into_iter().collect();
+        if let [TokenTree::Literal(_)] = inner.as_slice()
+            && let Ok(syn::Lit::Str(text)) = syn::parse2::<syn::Lit>(group.stream())
+        {
+            return Ok(Value::Str(text));
+        }
+    }
+    if let TokenTree::Literal(literal) = &tokens[0]
+        && let Ok(syn::Lit::Str(text)) = syn::parse2::<syn::Lit>(tokens[0].to_token_stream())
+    {
+        return match tokens.get(1) {
+            None => Ok(Value::Str(text)),
+            Some(next) => Err(Error::new(
+                next.span(),
+                format!("unexpected token after {literal}; expected `,`"),
+            )),
+        };
+    }
     if let TokenTree::Ident(word) = &tokens[0]
         && !starts_with_x_size(&word.to_string())
     {

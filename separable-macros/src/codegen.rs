@@ -14,6 +14,7 @@ use quote::quote;
 use separable_shape::{Activation, Bias, Padding};
 
 use crate::ast::Header;
+use crate::embed::{Embedded, FileDtype, Stored};
 use crate::model::{Dtype, Layer};
 use crate::plan::{AxisPlan, Depthwise, Plan, Strips};
 
@@ -101,11 +102,17 @@ impl<'a> Ctx<'a> {
 }
 
 /// The whole expansion for a valid layer.
-pub(crate) fn layer(krate: &TokenStream, header: &Header, layer: &Layer) -> TokenStream {
+pub(crate) fn layer(
+    krate: &TokenStream,
+    header: &Header,
+    layer: &Layer,
+    embedded: Option<&Embedded>,
+) -> TokenStream {
     let ctx = Ctx::new(krate, layer);
     let definition = definition(&ctx, header);
     let consts = consts(&ctx, header);
     let constructors = constructors(&ctx, header);
+    let embedded = embedded.map(|embedded| embedded_fn(&ctx, header, embedded));
     let stages = stages(&ctx, header);
     let kernels = kernels(&ctx);
     let trait_impl = trait_impl(&ctx, header);
@@ -122,6 +129,7 @@ pub(crate) fn layer(krate: &TokenStream, header: &Header, layer: &Layer) -> Toke
             impl #name {
                 #consts
                 #constructors
+                #embedded
                 #stages
                 #kernels
             }
@@ -138,6 +146,112 @@ pub(crate) fn layer(krate: &TokenStream, header: &Header, layer: &Layer) -> Toke
                     && #name::STANDARD_MACS == #name::SHAPE.standard_macs
             );
         };
+    }
+}
+
+/// `embedded()`: the layer in a `static`, its weights decoded from the file's bytes during
+/// constant evaluation.
+fn embedded_fn(ctx: &Ctx<'_>, header: &Header, embedded: &Embedded) -> TokenStream {
+    let layer = ctx.layer;
+    let name = &header.name;
+    let [kh, kw] = layer.spec.kernel;
+    let cm = layer.shape.depthwise[2];
+    let n = layer.spec.output_channels;
+    let packed = layer.shape.pointwise_packed;
+    let suffix = match layer.dtype {
+        Dtype::F32 => "f32",
+        Dtype::F64 => "f64",
+    };
+    let decoder = |family: &str| quote::format_ident!("{family}_{suffix}");
+    let (depthwise, pointwise, vector) = (
+        decoder("depthwise"),
+        decoder("pointwise"),
+        decoder("vector"),
+    );
+    let source = |stored: &Stored| {
+        let offset = lit(stored.offset);
+        let dtype = match stored.dtype {
+            FileDtype::F32 => quote!(F32),
+            FileDtype::F64 => quote!(F64),
+            FileDtype::F16 => quote!(F16),
+            FileDtype::BF16 => quote!(BF16),
+        };
+        quote!(BYTES, #offset, __sep::embed::FileDtype::#dtype)
+    };
+    let (kh_lit, kw_lit, cm_lit, n_lit, packed_lit) =
+        (lit(kh), lit(kw), lit(cm), lit(n), lit(packed));
+    let dw_ty = ctx.array(&[kh, kw, cm]);
+    let pw_ty = ctx.array(&[packed]);
+    let dw_source = source(&embedded.depthwise_weight);
+    let pw_source = source(&embedded.pointwise_weight);
+    let dw_bias = embedded.depthwise_bias.as_ref().map(|stored| {
+        let ty = ctx.array(&[cm]);
+        let source = source(stored);
+        (
+            quote! {
+                #[allow(long_running_const_eval)]
+                static DEPTHWISE_BIAS: __sep::Aligned<#ty> =
+                    __sep::embed::#vector::<#cm_lit>(#source);
+            },
+            quote!(depthwise_bias: __sep::Storage::from_static(&DEPTHWISE_BIAS),),
+        )
+    });
+    let pw_bias = embedded.pointwise_bias.as_ref().map(|stored| {
+        let ty = ctx.array(&[n]);
+        let source = source(stored);
+        (
+            quote! {
+                #[allow(long_running_const_eval)]
+                static POINTWISE_BIAS: __sep::Aligned<#ty> =
+                    __sep::embed::#vector::<#n_lit>(#source);
+            },
+            quote!(pointwise_bias: __sep::Storage::from_static(&POINTWISE_BIAS),),
+        )
+    });
+    let (dw_bias_static, dw_bias_field) = dw_bias.unzip();
+    let (pw_bias_static, pw_bias_field) = pw_bias.unzip();
+    let file = layer.weights.as_ref().map_or("", |w| w.path.as_str());
+    let prefix = layer.weights.as_ref().map_or("", |w| w.prefix.as_str());
+    let doc = format!(
+        " The layer with the weights of `{file}` (tensors `{prefix}depthwise.weight`, ...), baked into the program at compile time: a `static`, with no allocation and no file access at run time."
+    );
+    let path = &embedded.path;
+    let (file_len, header_len) = (
+        lit(embedded.file_len),
+        Literal::u64_unsuffixed(embedded.header_len),
+    );
+    let changed = format!("`{file}` changed while `{name}` was being compiled; build again");
+    quote! {
+        #[doc = #doc]
+        ///
+        /// Writing through a `_mut` accessor of a clone copies the weights first; the static
+        /// layer never changes.
+        #[must_use]
+        pub fn embedded() -> &'static Self {
+            const BYTES: &[u8] = include_bytes!(#path);
+            // The offsets below are those of the file the macro read.
+            const _: () = assert!(
+                BYTES.len() == #file_len && __sep::embed::header_len(BYTES) == #header_len,
+                #changed
+            );
+            // Decoding a large file takes many steps of constant evaluation, and the file's
+            // size is bounded (each tensor by `MAX_ELEMENTS`), so the loop always ends.
+            #[allow(long_running_const_eval)]
+            static DEPTHWISE_WEIGHT: __sep::Aligned<#dw_ty> =
+                __sep::embed::#depthwise::<#kh_lit, #kw_lit, #cm_lit>(#dw_source);
+            #[allow(long_running_const_eval)]
+            static POINTWISE_WEIGHT: __sep::Aligned<#pw_ty> =
+                __sep::embed::#pointwise::<#packed_lit>(#pw_source, #cm_lit, #n_lit);
+            #dw_bias_static
+            #pw_bias_static
+            static LAYER: #name = #name {
+                depthwise_weight: __sep::Storage::from_static(&DEPTHWISE_WEIGHT),
+                #dw_bias_field
+                pointwise_weight: __sep::Storage::from_static(&POINTWISE_WEIGHT),
+                #pw_bias_field
+            };
+            &LAYER
+        }
     }
 }
 

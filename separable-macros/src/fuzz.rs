@@ -84,6 +84,8 @@ const KEYS: &[&str] = &[
     "depthwise_activation",
     "pointwise_activation",
     "dtype",
+    "weights",
+    "prefix",
 ];
 
 /// Words that are values, keys, keywords, near misses and identifiers the size syntax reads.
@@ -414,6 +416,29 @@ fn fresh_invocation(rng: &mut Rng) -> String {
                 .pick(&["none", "relu", "relu6", "relu6", "relu7"])
                 .to_owned(),
             "dtype" => rng.pick(&["f32", "f64", "f64", "f16"]).to_owned(),
+            // Paths are relative to this crate's manifest directory; the small file mostly,
+            // as every input that names a file reads it.
+            "weights" => rng
+                .pick(&[
+                    "\"../tests/data/embed_dtypes.safetensors\"",
+                    "\"../tests/data/embed_dtypes.safetensors\"",
+                    "\"../tests/data/embed_dtypes.safetensors\"",
+                    "\"../tests/data/pytorch_vectors.json\"",
+                    "\"missing.safetensors\"",
+                    "\"\"",
+                    "../tests/data/embed_dtypes.safetensors",
+                ])
+                .to_owned(),
+            "prefix" => rng
+                .pick(&[
+                    "\"f32.\"",
+                    "\"bf16.\"",
+                    "\"i64.\"",
+                    "\"shape.\"",
+                    "\"\"",
+                    "f32",
+                ])
+                .to_owned(),
             _ => value(rng),
         };
         entries.push(format!("{key}: {value}"));

@@ -9,6 +9,7 @@
 
 mod ast;
 mod codegen;
+mod embed;
 mod model;
 mod plan;
 
@@ -48,8 +49,13 @@ fn expand(krate: &TokenStream, input: TokenStream) -> TokenStream {
         let error = error.to_compile_error();
         return quote::quote!(#stub #error);
     }
-    match model::Layer::from_ast(&invocation) {
-        Ok(layer) => codegen::layer(krate, &invocation.header, &layer),
+    match model::Layer::from_ast(&invocation).and_then(|layer| {
+        let embedded = embed::read(&layer)?;
+        Ok((layer, embedded))
+    }) {
+        Ok((layer, embedded)) => {
+            codegen::layer(krate, &invocation.header, &layer, embedded.as_ref())
+        }
         Err(error) => {
             let stub = codegen::stub(&invocation.header);
             let errors = error.to_compile_error();

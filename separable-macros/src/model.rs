@@ -29,7 +29,30 @@ pub(crate) struct Layer {
     pub(crate) dtype: Dtype,
     pub(crate) depthwise_activation: Activation,
     pub(crate) pointwise_activation: Activation,
+    /// `weights:` and `prefix:`: the file to bake in at compile time.
+    pub(crate) weights: Option<WeightsFile>,
 }
+
+/// `weights: "models/block1.safetensors", prefix: "features.1."`, with the tokens they came
+/// from for errors about the file.
+#[derive(Clone, Debug)]
+pub(crate) struct WeightsFile {
+    /// The path as written, relative to the manifest directory of the crate being compiled.
+    pub(crate) path: String,
+    pub(crate) path_span: Span,
+    /// The prefix of the tensor names (`""` when not given).
+    pub(crate) prefix: String,
+    /// The `prefix:` value, if given.
+    pub(crate) prefix_span: Option<Span>,
+}
+
+impl PartialEq for WeightsFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.prefix == other.prefix
+    }
+}
+
+impl Eq for WeightsFile {}
 
 /// The element type of tensors and weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +85,8 @@ const KEYS: &[&str] = &[
     "depthwise_activation",
     "pointwise_activation",
     "dtype",
+    "weights",
+    "prefix",
 ];
 
 /// Collects errors so that every mistake of an invocation is reported in one pass.
@@ -209,6 +234,7 @@ fn validate(entries: &Entries<'_>, name_span: Span, errors: &mut Errors) -> Opti
         None => Some(Dtype::F32),
     };
     let (depthwise_activation, pointwise_activation) = activations(entries, errors);
+    let weights = weights_file(entries, errors);
 
     let spec = LayerSpec {
         input: input?,
@@ -227,7 +253,55 @@ fn validate(entries: &Entries<'_>, name_span: Span, errors: &mut Errors) -> Opti
         dtype: dtype?,
         depthwise_activation: depthwise_activation?,
         pointwise_activation: pointwise_activation?,
+        weights: weights?,
     })
+}
+
+/// `weights: "block.safetensors"` and its optional `prefix` (`Some(None)`: no file; `None`:
+/// an error was recorded); `prefix` alone has nothing to
+/// name: `prefix: "features.1."` without `weights`.
+#[allow(clippy::option_option)]
+fn weights_file(entries: &Entries<'_>, errors: &mut Errors) -> Option<Option<WeightsFile>> {
+    let path = entries
+        .get("weights")
+        .map(|e| errors.read(e, |e| string(e, "the path of a safetensors file")));
+    let prefix = entries
+        .get("prefix")
+        .map(|e| errors.read(e, |e| string(e, "the prefix of the tensor names")));
+    match (path, prefix) {
+        (None, None) => Some(None),
+        (None, Some(_)) => {
+            let entry = entries.get("prefix")?;
+            errors.push(Error::new(
+                entry.key.span(),
+                "`prefix` names tensors in a `weights` file; add `weights: \"<file>.safetensors\"` or remove `prefix`",
+            ));
+            None
+        }
+        (Some(path), prefix) => {
+            let (path, path_span) = path?;
+            if path.is_empty() {
+                errors.push(Error::new(
+                    path_span,
+                    "`weights` takes the path of a safetensors file, found an empty string",
+                ));
+                return None;
+            }
+            let (prefix, prefix_span) = match prefix {
+                Some(prefix) => {
+                    let (text, span) = prefix?;
+                    (text, Some(span))
+                }
+                None => (String::new(), None),
+            };
+            Some(Some(WeightsFile {
+                path,
+                path_span,
+                prefix,
+                prefix_span,
+            }))
+        }
+    }
 }
 
 /// `activation` sets both stages; the per-stage keys set one. Both forms at once are ambiguous:
@@ -278,6 +352,7 @@ fn sizes<const N: usize>(entry: &Entry, expected: &str) -> syn::Result<[usize; N
                 format!("`{key}` takes {expected}, found `{word}`"),
             ));
         }
+        Value::Str(text) => return Err(found_string(key, expected, text)),
         Value::Invalid(tokens) => return Err(already_reported(tokens)),
     };
     if sizes.sizes.len() != N {
@@ -321,6 +396,7 @@ fn one_or_two(entry: &Entry) -> syn::Result<[usize; 2]> {
             word.span(),
             format!("`{key}` takes {example}, found `{word}`"),
         )),
+        Value::Str(text) => Err(found_string(key, example, text)),
         Value::Invalid(tokens) => Err(already_reported(tokens)),
     }
 }
@@ -366,6 +442,7 @@ fn padding(entry: &Entry) -> syn::Result<Padding> {
                 format!("`padding` takes {EXPECTED}; found {} sizes", more.len()),
             )),
         },
+        Value::Str(text) => Err(found_string(&entry.key, EXPECTED, text)),
         Value::Invalid(tokens) => Err(already_reported(tokens)),
     }
 }
@@ -389,7 +466,33 @@ fn word<T: Copy>(entry: &Entry, what: &str, words: &[(&str, T)]) -> syn::Result<
                 entry.key, sizes.tokens
             ),
         )),
+        Value::Str(text) => Err(found_string(
+            &entry.key,
+            &format!("one of {expected}"),
+            text,
+        )),
         Value::Invalid(tokens) => Err(already_reported(tokens)),
+    }
+}
+
+/// `kernel: "3"`
+fn found_string(key: &Ident, expected: &str, text: &syn::LitStr) -> Error {
+    Error::new(
+        text.span(),
+        format!("`{key}` takes {expected}, found a string"),
+    )
+}
+
+/// A string value: `weights: models/block.safetensors` (no quotes).
+fn string(entry: &Entry, expected: &str) -> syn::Result<(String, Span)> {
+    let key = &entry.key;
+    match &entry.value {
+        Value::Str(text) => Ok((text.value(), text.span())),
+        Value::Invalid(tokens) => Err(already_reported(tokens)),
+        other => Err(Error::new_spanned(
+            other.tokens(),
+            format!("`{key}` takes {expected} in double quotes"),
+        )),
     }
 }
 

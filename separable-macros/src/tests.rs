@@ -241,7 +241,19 @@ fn messages_name_the_problem() {
         ),
         (
             "struct L { input: 5x5x3, output: \"4\" }",
-            "expected a size, found `\"4\"`",
+            "`output` takes the number of output channels, e.g. `4`, found a string",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4, prefix: \"a.\" }",
+            "`prefix` names tensors in a `weights` file",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4, weights: \"\" }",
+            "`weights` takes the path of a safetensors file, found an empty string",
+        ),
+        (
+            "struct L { input: 5x5x3, output: 4, weights: model.safetensors }",
+            "`weights` takes a string in double quotes",
         ),
         (
             "struct L { input:, output: 4 }",

@@ -19,6 +19,7 @@ extern crate std;
 pub mod batchnorm;
 pub mod dw;
 mod element;
+pub mod embed;
 mod error;
 pub mod gemm;
 #[cfg(feature = "alloc")]
@@ -57,6 +58,7 @@ pub mod __private {
     pub use crate::dw::{
         Run as DepthwiseRun, Taps as DepthwiseTaps, depthwise_pixel, depthwise_run,
     };
+    pub use crate::embed;
     pub use crate::gemm::{
         Block as PointwiseBlock, Isa, Kernel, dispatch, dispatch_as, pointwise_block,
     };

@@ -373,7 +373,7 @@ mod tests {
 }
 
 /// The packed position of pointwise weight `(k, n)` for `k_total` depthwise channels.
-const fn packed_index(k: usize, n: usize, k_total: usize) -> usize {
+pub(crate) const fn packed_index(k: usize, n: usize, k_total: usize) -> usize {
     ((n / crate::gemm::PANEL) * k_total + k) * crate::gemm::PANEL + n % crate::gemm::PANEL
 }
 

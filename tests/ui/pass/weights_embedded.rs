@@ -1,0 +1,17 @@
+use separable::separable_conv;
+
+// ui tests compile in `target/tests/trybuild/separable`, whose manifest directory the path is
+// relative to.
+
+separable_conv! {
+    pub struct Block {
+        input: 4 x 4 x 2, output: 3, multiplier: 2, kernel: 3 x 2, bias: both,
+        weights: "../../../../tests/data/embed_dtypes.safetensors", prefix: "bf16.",
+    }
+}
+
+fn main() {
+    let layer: &'static Block = Block::embedded();
+    let y = layer.forward(&separable::Tensor::filled(1.0));
+    assert!(y.as_slice().iter().all(|v| v.is_finite()));
+}
