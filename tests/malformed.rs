@@ -31,8 +31,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestCaseResult, TestRunner};
 use separable::ndarray::{Array3, ArrayView3, Axis, ShapeBuilder, s};
 use separable::{
-    Element, Error, Isa, Layer, PytorchWeights, SafetensorsFile, Tensor, TensorData, TensorNames,
-    reference, separable_conv,
+    Activation, Element, Error, Isa, Layer, PytorchWeights, SafetensorsFile, Tensor, TensorData,
+    TensorNames, reference, separable_conv,
 };
 use serde_json::{Value, json};
 
@@ -1932,40 +1932,74 @@ fn nan_and_infinities_load_and_propagate_alike_on_every_path() {
 /// A NaN or infinite depthwise weight reaches exactly the outputs whose window covers an input
 /// pixel with that tap; windows that cover it only through padding stay finite, because taps on
 /// padding are skipped, not multiplied by zero (`NaN * 0` and `inf * 0` would be NaN).
-#[test]
-fn taps_on_padding_are_skipped() {
-    // `Both`: 5 x 4 input, 3 x 2 kernel, `same`: one row of padding above and below, one column
-    // on the right. Tap (0, 0) reads input row `oh - 1`, column `ow`: padding for `oh = 0`.
-    let s = Sizes::of::<Both>();
-    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-        let mut dw = vec![0.5f32; s.lens()[0]];
-        dw[0] = bad; // channel 0, tap (0, 0)
-        let layer = Both::from_pytorch(&dw, Some(&[0.1; 6]), &[0.25; 24], Some(&[0.0; 4]))
+fn check_padding_taps<L: Layer>() {
+    let s = Sizes::of::<L>();
+    let shape = L::SHAPE;
+    let [h, w, _] = shape.input;
+    let [oh, ow, cm] = shape.depthwise;
+    let (pad_h, pad_w) = (shape.rows.pad_before, shape.cols.pad_before);
+    let [sh, sw] = L::SPEC.stride;
+    let specials: &[f64] = if L::DEPTHWISE_ACTIVATION == Activation::None {
+        &[f64::NAN, f64::INFINITY, f64::NEG_INFINITY]
+    } else {
+        &[f64::NAN] // ReLU and ReLU6 turn infinities into finite values
+    };
+    let t = |v: f64, len: usize| vec![L::Elem::from_f64(v); len];
+    for &bad in specials {
+        // Channel 0, tap (0, 0): it reads input pixel (y * sh - pad_h, x * sw - pad_w).
+        let mut dw = t(0.5, s.lens()[0]);
+        dw[0] = L::Elem::from_f64(bad);
+        let db = s.depthwise_bias.then(|| t(0.1, s.cm));
+        let pb = s.pointwise_bias.then(|| t(0.0, s.n));
+        let layer = L::from_pytorch(&dw, db.as_deref(), &t(0.25, s.cm * s.n), pb.as_deref())
             .unwrap_or_else(|e| panic!("{e}"));
-        let x = Tensor::<5, 4, 3>::filled(1.0);
+        let x = L::Input::from_hwc(&t(1.0, shape.input_len)).unwrap_or_else(|e| panic!("{e}"));
+        let mut pixels_on_padding = 0;
         for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
             if !isa.is_supported() {
                 continue;
             }
-            let mut d = Tensor::<5, 4, 6>::filled(f32::NAN);
+            let mut d = L::Depthwise::from_hwc(&t(f64::NAN, shape.depthwise_len))
+                .unwrap_or_else(|e| panic!("{e}"));
             layer.depthwise_into_with(isa, &x, &mut d);
-            for h in 0..5 {
-                for w in 0..4 {
-                    let v = d[(h, w, 0)];
-                    if h == 0 {
-                        assert!(v.is_finite(), "{isa:?} {bad}: ({h}, {w}) = {v}");
-                    } else {
-                        assert_eq!(
-                            class(f64::from(v)),
-                            class(f64::from(bad)),
-                            "{isa:?} ({h}, {w})"
-                        );
-                    }
-                    for c in 1..6 {
-                        assert!(d[(h, w, c)].is_finite(), "{isa:?} ({h}, {w}, {c})");
+            for y in 0..oh {
+                for x in 0..ow {
+                    let row = (y * sh).checked_sub(pad_h).filter(|&r| r < h);
+                    let col = (x * sw).checked_sub(pad_w).filter(|&c| c < w);
+                    let inside = row.is_some() && col.is_some();
+                    pixels_on_padding += usize::from(!inside);
+                    for k in 0..cm {
+                        let v = d.as_slice()[(y * ow + x) * cm + k].to_f64();
+                        if k == 0 && inside {
+                            assert_eq!(
+                                class(v),
+                                class(bad),
+                                "{} {isa:?} {bad}: ({y}, {x})",
+                                L::NAME
+                            );
+                        } else {
+                            assert!(
+                                v.is_finite(),
+                                "{} {isa:?} {bad}: ({y}, {x}, {k}) = {v}",
+                                L::NAME
+                            );
+                        }
                     }
                 }
             }
         }
+        assert!(
+            pixels_on_padding > 0,
+            "{}: the tap never meets padding",
+            L::NAME
+        );
     }
+}
+
+#[test]
+fn taps_on_padding_are_skipped() {
+    check_padding_taps::<Both>();
+    check_padding_taps::<Pointwise64>();
+    check_padding_taps::<Strip>();
+    check_padding_taps::<StripF64>();
 }
