@@ -388,6 +388,63 @@ fn strided_views_load_like_contiguous_ones() {
     );
 }
 
+#[test]
+fn batches_of_any_shape() {
+    let dim = |d: usize| prop_oneof![2 => Just(d), 1 => 0..=2 * d + 1];
+    let strategy = (
+        (0usize..4, dim(5), dim(4), dim(3)),
+        any::<bool>(),
+        any::<u64>(),
+    );
+    run(
+        "Layer::forward_batch",
+        300,
+        strategy,
+        |(dims, nchw, seed), tally| {
+            let (n, h, w, c) = dims;
+            let mut rng = Rng(seed);
+            let layer = Both::from_pytorch(
+                &rng.values(36, 0),
+                Some(&rng.values(6, 0)),
+                &rng.values(24, 0),
+                Some(&rng.values(4, 0)),
+            )
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let values: Vec<f32> = rng.values(n * h * w * c, 8);
+            // The same logical NHWC batch, stored as NHWC or as NCHW viewed through a permutation.
+            let batch = if nchw {
+                separable::ndarray::Array4::from_shape_fn((n, c, h, w), |(i, k, y, x)| {
+                    values[((i * h + y) * w + x) * c + k]
+                })
+                .permuted_axes([0, 2, 3, 1])
+            } else {
+                separable::ndarray::Array4::from_shape_vec((n, h, w, c), values.clone())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?
+            };
+            let result = guard("forward_batch", || layer.forward_batch(batch.view()))?;
+            if (h, w, c) == (5, 4, 3) {
+                let y = accepted(tally, "forward_batch", result)?;
+                prop_assert_eq!(y.dim(), (n, 5, 4, 4));
+                for i in 0..n {
+                    let image = Tensor::<5, 4, 3>::from_hwc(&values[i * 60..(i + 1) * 60])
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let want = layer.forward(&image);
+                    let got: Vec<f32> = y.index_axis(Axis(0), i).iter().copied().collect();
+                    let want: Vec<f64> = want.as_slice().iter().map(|&v| f64::from(v)).collect();
+                    assert_same("forward_batch", &got, &want)?;
+                }
+            } else {
+                let words = [
+                    "Layer::forward_batch: `input` has shape",
+                    &format!("[{n}, {h}, {w}, {c}], expected [{n}, 5, 4, 3]"),
+                ];
+                rejected(tally, "forward_batch", result, &words)?;
+            }
+            Ok(())
+        },
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Slice loaders: from_pytorch, from_keras, from_keras_layers, from_tflite
 // ---------------------------------------------------------------------------------------------
