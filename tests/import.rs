@@ -664,6 +664,12 @@ fn malformed_files_are_errors_not_panics() {
         e.starts_with("Small::from_safetensors: not a valid safetensors file: "),
         "{e}"
     );
+    // The README's example: the last 4 of the data's 116 bytes missing.
+    assert_eq!(
+        invalid(&good[..good.len() - 4], "last value missing"),
+        "Small::from_safetensors: not a valid safetensors file: tensor `l.pointwise.bias` ends \
+         at byte 116 of the data, but the file holds 112 bytes of data (truncated?)"
+    );
     // A header that is not JSON.
     let mut garbage = good.clone();
     for b in &mut garbage[8..20] {

@@ -1,9 +1,10 @@
 //! Reading safetensors files through the `safetensors` crate.
 
+use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use ::safetensors::tensor::TensorView;
+use ::safetensors::tensor::{TensorInfo, TensorView};
 use ::safetensors::{Dtype, SafeTensors};
 use separable_shape::LayerSpec;
 
@@ -52,6 +53,9 @@ impl<'a> SafetensorsFile<'a> {
     /// [`Error::InvalidFile`] if the bytes are not a safetensors file: shorter than the 8-byte
     /// header length, a header length beyond the file or above 100 MB, a header that is not
     /// UTF-8 JSON of the format's schema, or tensor offsets that do not cover the data exactly.
+    /// When the offsets or sizes are at fault, the message names the first tensor in data order
+    /// that is (its offsets overlap, leave a gap, disagree with its shape and dtype, or run past
+    /// the end of a truncated file).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
         Self::parse_in(
             Ctx {
@@ -68,7 +72,7 @@ impl<'a> SafetensorsFile<'a> {
             .map_err(|e| Error::InvalidFile {
                 item: ctx.item,
                 function: ctx.function,
-                reason: e.to_string(),
+                reason: locate_fault(bytes).unwrap_or_else(|| e.to_string()),
             })
     }
 
@@ -297,6 +301,93 @@ impl<'a> SafetensorsFile<'a> {
             actual: view.dtype().to_string(),
         })
     }
+}
+
+/// A header as the format defines it: `__metadata__` (not read here) and the tensors by name.
+#[derive(serde::Deserialize)]
+struct Header {
+    #[serde(rename = "__metadata__")]
+    _metadata: Option<serde::de::IgnoredAny>,
+    #[serde(flatten)]
+    tensors: alloc::collections::BTreeMap<String, TensorInfo>,
+}
+
+/// Why a file whose header is JSON of the format's schema was rejected, naming the tensor at
+/// fault: the `safetensors` parser reports offsets and sizes that do not tile the data without
+/// saying which tensor's (`invalid shape, data type, or offset for tensor`, `incomplete
+/// metadata, file not fully covered`). `None` if the header is not such JSON, or if this walk
+/// finds nothing wrong (the parser's own message is then used).
+///
+/// The walk is the format's rule: sorted by offsets, each tensor starts where the previous one
+/// ends (the first at 0) and spans exactly its elements' bytes, and the last one ends at the
+/// end of the file.
+fn locate_fault(bytes: &[u8]) -> Option<String> {
+    let len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..8usize.checked_add(len)?)?;
+    let data = bytes.len() - 8 - len;
+    let Header { tensors, .. } = serde_json::from_slice(header).ok()?;
+    let mut sorted: Vec<(&String, &TensorInfo)> = tensors.iter().collect();
+    sorted.sort_by_key(|&(name, info)| (info.data_offsets, name));
+    let mut previous: Option<&str> = None;
+    let mut at = 0;
+    for (name, info) in sorted {
+        let (start, end) = info.data_offsets;
+        let (dtype, shape) = (info.dtype, &info.shape);
+        if end < start {
+            return Some(format!(
+                "tensor `{name}` has data_offsets [{start}, {end}], which end before they start"
+            ));
+        }
+        if start != at {
+            let problem = if start < at {
+                "overlaps"
+            } else {
+                "leaves a gap after"
+            };
+            return Some(match previous {
+                Some(previous) => format!(
+                    "tensor `{name}` starts at byte {start} of the data, but `{previous}` ends at \
+                     {at}: it {problem} `{previous}`"
+                ),
+                None => format!(
+                    "tensor `{name}` starts at byte {start} of the data, but the first tensor \
+                     must start at 0"
+                ),
+            });
+        }
+        let bits = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.bitsize()));
+        let Some(bits) = bits else {
+            return Some(format!(
+                "tensor `{name}` has shape {shape:?}, whose size in {dtype} overflows"
+            ));
+        };
+        if bits % 8 != 0 || end - start != bits / 8 {
+            return Some(format!(
+                "tensor `{name}` of dtype {dtype} and shape {shape:?} needs {bits} bits, but its \
+                 data_offsets [{start}, {end}] hold {} bytes",
+                end - start
+            ));
+        }
+        if end > data {
+            return Some(format!(
+                "tensor `{name}` ends at byte {end} of the data, but the file holds {data} bytes \
+                 of data (truncated?)"
+            ));
+        }
+        previous = Some(name);
+        at = end;
+    }
+    (at != data).then(|| match previous {
+        Some(last) => format!(
+            "the last tensor, `{last}`, ends at byte {at} of the data, but the file holds {data} \
+             bytes of data: {} bytes belong to no tensor",
+            data - at
+        ),
+        None => format!("the header lists no tensors, but the file holds {data} bytes of data"),
+    })
 }
 
 /// The elements of `view` as `T`, or `None` for a dtype that is not a float of 16 to 64 bits.
@@ -538,6 +629,93 @@ mod tests {
         }
         // Some corruptions leave a valid file (a digit in a name, a space in the JSON).
         assert!(parsed > 0);
+    }
+
+    /// A file with a hand-written header (the length field kept consistent) and `data`.
+    fn with_header(header: &str, data: usize) -> Vec<u8> {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.resize(bytes.len() + data, 0);
+        bytes
+    }
+
+    #[test]
+    fn offsets_that_do_not_tile_the_data_name_the_tensor() {
+        let reason =
+            |header: &str, data: usize| match SafetensorsFile::parse(&with_header(header, data))
+                .unwrap_err()
+            {
+                Error::InvalidFile { reason, .. } => reason,
+                other => panic!("{other:?}"),
+            };
+        let t = |name: &str, dtype: &str, shape: &str, start: usize, end: usize| {
+            format!(
+                r#""{name}":{{"dtype":"{dtype}","shape":{shape},"data_offsets":[{start},{end}]}}"#
+            )
+        };
+        let two = |a: String, b: String| format!("{{{a},{b}}}");
+        assert_eq!(
+            reason(
+                &two(t("a", "F32", "[2]", 0, 8), t("b", "F32", "[3]", 8, 18)),
+                18
+            ),
+            "tensor `b` of dtype F32 and shape [3] needs 96 bits, but its data_offsets [8, 18] \
+             hold 10 bytes"
+        );
+        assert_eq!(
+            reason(
+                &two(t("a", "F32", "[2]", 0, 8), t("b", "F32", "[1]", 4, 8)),
+                8
+            ),
+            "tensor `b` starts at byte 4 of the data, but `a` ends at 8: it overlaps `a`"
+        );
+        assert_eq!(
+            reason(
+                &two(t("a", "F32", "[1]", 0, 4), t("b", "F32", "[1]", 8, 12)),
+                12
+            ),
+            "tensor `b` starts at byte 8 of the data, but `a` ends at 4: it leaves a gap after `a`"
+        );
+        assert_eq!(
+            reason(&format!("{{{}}}", t("a", "F32", "[1]", 4, 8)), 8),
+            "tensor `a` starts at byte 4 of the data, but the first tensor must start at 0"
+        );
+        assert_eq!(
+            reason(&format!("{{{}}}", t("a", "F32", "[1]", 4, 0)), 4),
+            "tensor `a` has data_offsets [4, 0], which end before they start"
+        );
+        assert_eq!(
+            reason(
+                &two(t("a", "F16", "[2]", 0, 4), t("b", "F64", "[2]", 4, 20)),
+                12
+            ),
+            "tensor `b` ends at byte 20 of the data, but the file holds 12 bytes of data \
+             (truncated?)"
+        );
+        assert_eq!(
+            reason(&format!("{{{}}}", t("a", "U8", "[3]", 0, 3)), 5),
+            "the last tensor, `a`, ends at byte 3 of the data, but the file holds 5 bytes of \
+             data: 2 bytes belong to no tensor"
+        );
+        assert_eq!(
+            reason("{}", 1),
+            "the header lists no tensors, but the file holds 1 bytes of data"
+        );
+        assert_eq!(
+            reason(&format!("{{{}}}", t("a", "F4", "[3]", 0, 1)), 1),
+            "tensor `a` of dtype F4 and shape [3] needs 12 bits, but its data_offsets [0, 1] \
+             hold 1 bytes"
+        );
+        let huge = format!("[{}, 2]", usize::MAX);
+        assert_eq!(
+            reason(&format!("{{{}}}", t("a", "F32", &huge, 0, 0)), 0),
+            format!(
+                "tensor `a` has shape [{}, 2], whose size in F32 overflows",
+                usize::MAX
+            )
+        );
+        // Headers that are not JSON of the schema keep the parser's message.
+        assert!(reason("{\"a\":1}", 0).starts_with("invalid JSON in header"));
     }
 
     #[test]
