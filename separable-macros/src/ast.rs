@@ -30,6 +30,7 @@ pub(crate) struct Invocation {
 }
 
 /// Everything before the braces: passed through to the generated struct.
+#[derive(Clone)]
 pub(crate) struct Header {
     pub(crate) attrs: Vec<Attribute>,
     pub(crate) vis: Visibility,
@@ -39,12 +40,14 @@ pub(crate) struct Header {
 }
 
 /// `key: value`.
+#[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) key: Ident,
     pub(crate) value: Value,
 }
 
 /// The right-hand side of an entry.
+#[derive(Clone)]
 pub(crate) enum Value {
     /// `5 x 5 x 3`: one or more sizes.
     Sizes(Sizes),
@@ -56,6 +59,7 @@ pub(crate) enum Value {
 }
 
 /// Sizes separated by `x`, with the tokens they came from.
+#[derive(Clone)]
 pub(crate) struct Sizes {
     pub(crate) sizes: Vec<Size>,
     /// All tokens of the value, to underline it whole.
@@ -133,12 +137,19 @@ impl Parse for Invocation {
     }
 }
 
-/// Splits the body at top-level commas and parses each piece as an entry. A missing comma
-/// (`input: 5x5x3 output: 4`) is reported once and both entries are still read.
-fn parse_entries(body: TokenStream) -> (Vec<Entry>, Vec<Error>) {
+/// One piece of a body split at its top-level commas.
+pub(crate) enum Part {
+    /// The tokens between two commas (never empty).
+    Entry(Vec<TokenTree>),
+    /// A missing comma or an empty entry, in the order it occurs.
+    Error(Error),
+}
+
+/// Splits a body at top-level commas. A missing comma (`input: 5x5x3 output: 4`) is reported
+/// once and the body is still split before the second key, so both entries are read.
+pub(crate) fn split_entries(body: TokenStream) -> Vec<Part> {
     let tokens: Vec<TokenTree> = body.into_iter().collect();
-    let mut entries = Vec::new();
-    let mut errors = Vec::new();
+    let mut parts = Vec::new();
     let mut start = 0;
     let mut i = 0;
     while i <= tokens.len() {
@@ -150,32 +161,64 @@ fn parse_entries(body: TokenStream) -> (Vec<Entry>, Vec<Error>) {
         }
         let piece = &tokens[start..i];
         if new_key {
-            errors.push(Error::new(
+            parts.push(Part::Error(Error::new(
                 tokens[i].span(),
                 format!("expected `,` before `{}`", tokens[i]),
-            ));
+            )));
         }
         if piece.is_empty() {
             if at_comma {
-                errors.push(Error::new(
+                parts.push(Part::Error(Error::new(
                     tokens[i].span(),
                     "expected `key: value` before `,`",
-                ));
+                )));
             }
         } else {
-            match parse_entry(piece) {
-                Ok(entry) => entries.push(entry),
-                Err((key, error)) => {
-                    errors.push(error);
-                    if let Some(key) = key {
-                        let value = Value::Invalid(piece.iter().skip(2).cloned().collect());
-                        entries.push(Entry { key, value });
-                    }
-                }
-            }
+            parts.push(Part::Entry(piece.to_vec()));
         }
         start = if new_key { i } else { i + 1 };
         i += 1;
+    }
+    parts
+}
+
+/// Splits the body at top-level commas and parses each piece as an entry. A missing comma
+/// (`input: 5x5x3 output: 4`) is reported once and both entries are still read.
+fn parse_entries(body: TokenStream) -> (Vec<Entry>, Vec<Error>) {
+    parse_entries_except(body, |_, _| false)
+}
+
+/// [`parse_entries`], except that pieces `key: value` for which `take(key, value)` returns
+/// true are left to the caller (which parses them its own way).
+pub(crate) fn parse_entries_except(
+    body: TokenStream,
+    mut take: impl FnMut(&Ident, &[TokenTree]) -> bool,
+) -> (Vec<Entry>, Vec<Error>) {
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    for part in split_entries(body) {
+        let piece = match part {
+            Part::Error(error) => {
+                errors.push(error);
+                continue;
+            }
+            Part::Entry(piece) => piece,
+        };
+        if let Ok((key, value)) = parse_key(&piece)
+            && take(&key, value)
+        {
+            continue;
+        }
+        match parse_entry(&piece) {
+            Ok(entry) => entries.push(entry),
+            Err((key, error)) => {
+                errors.push(error);
+                if let Some(key) = key {
+                    let value = Value::Invalid(piece.iter().skip(2).cloned().collect());
+                    entries.push(Entry { key, value });
+                }
+            }
+        }
     }
     (entries, errors)
 }
@@ -189,17 +232,18 @@ fn is_key_start(tokens: &[TokenTree]) -> bool {
     )
 }
 
-/// An entry, or the error with the key if one was read.
-fn parse_entry(tokens: &[TokenTree]) -> Result<Entry, (Option<Ident>, Error)> {
-    let key = match &tokens[0] {
-        TokenTree::Ident(key) => key.clone(),
+/// The key of a non-empty piece and its value's tokens (never empty), or the error with the key
+/// if one was read.
+pub(crate) fn parse_key(
+    tokens: &[TokenTree],
+) -> Result<(Ident, &[TokenTree]), (Option<Ident>, Error)> {
+    let key = match tokens.first() {
+        Some(TokenTree::Ident(key)) => key.clone(),
         other => {
+            let span = other.map_or_else(Span::call_site, TokenTree::span);
             return Err((
                 None,
-                Error::new(
-                    other.span(),
-                    "expected a key such as `input`, `output` or `kernel`",
-                ),
+                Error::new(span, "expected a key such as `input`, `output` or `kernel`"),
             ));
         }
     };
@@ -226,13 +270,20 @@ fn parse_entry(tokens: &[TokenTree]) -> Result<Entry, (Option<Ident>, Error)> {
             format!("expected a value after `{key}:`"),
         ));
     }
+    Ok((key, value))
+}
+
+/// An entry, or the error with the key if one was read.
+pub(crate) fn parse_entry(tokens: &[TokenTree]) -> Result<Entry, (Option<Ident>, Error)> {
+    let (key, value) = parse_key(tokens)?;
     match parse_value(value) {
         Ok(value) => Ok(Entry { key, value }),
-        Err(error) => fail(error),
+        Err(error) => Err((Some(key), error)),
     }
 }
 
-fn parse_value(tokens: &[TokenTree]) -> syn::Result<Value> {
+/// A value: one word, or sizes joined by `x`. `tokens` is not empty.
+pub(crate) fn parse_value(tokens: &[TokenTree]) -> syn::Result<Value> {
     if let TokenTree::Ident(word) = &tokens[0]
         && !starts_with_x_size(&word.to_string())
     {

@@ -1,15 +1,18 @@
-//! The procedural macro behind `separable::separable_conv!`.
+//! The procedural macros behind `separable::separable_conv!` and `separable::separable_net!`.
 //!
-//! Use it through the `separable` crate, whose `separable_conv!` passes its own path in, so the
-//! generated code reaches the runtime whatever name the dependency has.
+//! Use them through the `separable` crate, whose macros pass its own path in, so the generated
+//! code reaches the runtime whatever name the dependency has.
 //!
 //! The pipeline runs one way: `ast` parses the invocation keeping every token's span,
 //! `model` validates it into plain shapes (all arithmetic lives in `separable-shape`),
-//! `plan` chooses how much to unroll, and `codegen` emits the layer.
+//! `plan` chooses how much to unroll, and `codegen` emits the layer. `net` parses a network,
+//! builds each block's layer invocation from the user's tokens and runs it through the same
+//! pipeline, then emits the network around the blocks.
 
 mod ast;
 mod codegen;
 mod model;
+mod net;
 mod plan;
 
 use proc_macro2::{TokenStream, TokenTree};
@@ -20,6 +23,14 @@ use proc_macro2::{TokenStream, TokenTree};
 pub fn separable_conv_impl(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
     let (krate, body) = split_crate_path(input.into());
     expand(&krate, body).into()
+}
+
+/// Expands one `separable_net!` invocation. The input is `<path to separable>; <invocation>`.
+#[doc(hidden)]
+#[proc_macro]
+pub fn separable_net_impl(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    let (krate, body) = split_crate_path(input.into());
+    net::expand(&krate, body).into()
 }
 
 /// Splits the `$crate;` prefix the public `macro_rules!` wrapper adds.
@@ -43,18 +54,21 @@ fn expand(krate: &TokenStream, input: TokenStream) -> TokenStream {
         Ok(invocation) => invocation,
         Err(error) => return error.to_compile_error(),
     };
-    if let Some(error) = &invocation.header_error {
-        let stub = codegen::stub(&invocation.header);
-        let error = error.to_compile_error();
-        return quote::quote!(#stub #error);
-    }
-    match model::Layer::from_ast(&invocation) {
+    match validate(&invocation) {
         Ok(layer) => codegen::layer(krate, &invocation.header, &layer),
         Err(error) => {
             let stub = codegen::stub(&invocation.header);
             let errors = error.to_compile_error();
             quote::quote!(#stub #errors)
         }
+    }
+}
+
+/// Validates a parsed invocation: every error of its header or its entries, combined.
+pub(crate) fn validate(invocation: &ast::Invocation) -> syn::Result<model::Layer> {
+    match &invocation.header_error {
+        Some(error) => Err(error.clone()),
+        None => model::Layer::from_ast(invocation),
     }
 }
 
