@@ -232,11 +232,12 @@ fn is_key_start(tokens: &[TokenTree]) -> bool {
     )
 }
 
+/// A key and its value's tokens, or the error with the key if one was read.
+pub(crate) type KeyValue<'a> = Result<(Ident, &'a [TokenTree]), (Option<Ident>, Error)>;
+
 /// The key of a non-empty piece and its value's tokens (never empty), or the error with the key
 /// if one was read.
-pub(crate) fn parse_key(
-    tokens: &[TokenTree],
-) -> Result<(Ident, &[TokenTree]), (Option<Ident>, Error)> {
+pub(crate) fn parse_key(tokens: &[TokenTree]) -> KeyValue<'_> {
     let key = match tokens.first() {
         Some(TokenTree::Ident(key)) => key.clone(),
         other => {

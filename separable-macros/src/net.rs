@@ -262,7 +262,13 @@ impl Net {
         let tokens: Vec<TokenTree> = stream.into_iter().collect();
         let mut i = 0;
         while i < tokens.len() {
-            match parse_block(&tokens, &mut i, &self.header.vis, derives) {
+            let context = BlockContext {
+                index: self.blocks.len(),
+                net: &self.header.name,
+                vis: &self.header.vis,
+                derives,
+            };
+            match parse_block(&tokens, &mut i, &context) {
                 Ok(block) => {
                     let (block, errors) = block;
                     for error in errors {
@@ -270,9 +276,9 @@ impl Net {
                     }
                     self.blocks.push(BlockItem::Parsed(block));
                 }
-                Err((stub, error)) => {
-                    self.errors.push(error);
-                    self.blocks.push(BlockItem::Broken(stub));
+                Err(broken) => {
+                    self.errors.push(broken.error);
+                    self.blocks.push(BlockItem::Broken(broken.stub));
                     while i < tokens.len() && !is_punct(&tokens[i], ',') {
                         i += 1;
                     }
@@ -376,16 +382,28 @@ fn name(token: Option<&TokenTree>) -> Option<Ident> {
     }
 }
 
-/// A block parsed with the errors of its `prefix`, or the error and the stub's header.
-type ParsedBlock = Result<(Block, Vec<Error>), (Option<Header>, Error)>;
+/// A block parsed with the errors of its `prefix`, or why it is broken.
+type ParsedBlock = Result<(Block, Vec<Error>), Box<BrokenBlock>>;
+
+/// A block that does not parse.
+struct BrokenBlock {
+    /// The stub's header, if the type name was read.
+    stub: Option<Header>,
+    error: Error,
+}
+
+/// What a block takes from the network.
+struct BlockContext<'a> {
+    /// The block's position, from 0.
+    index: usize,
+    net: &'a Ident,
+    vis: &'a Visibility,
+    /// The network's derives, which its fields' types need as well.
+    derives: &'a [Path],
+}
 
 /// One block starting at `tokens[*i]`; on success `*i` is just after its `{ .. }`.
-fn parse_block(
-    tokens: &[TokenTree],
-    i: &mut usize,
-    vis: &Visibility,
-    derives: &[Path],
-) -> ParsedBlock {
+fn parse_block(tokens: &[TokenTree], i: &mut usize, context: &BlockContext<'_>) -> ParsedBlock {
     // Where to report what is missing: the token at `i`, or the last one if there is none.
     let here = |i: usize| {
         tokens
@@ -393,27 +411,14 @@ fn parse_block(
             .or(tokens.last())
             .map_or_else(Span::call_site, TokenTree::span)
     };
-    let mut attr_tokens = TokenStream::new();
-    while let Some(hash) = tokens.get(*i).filter(|t| is_punct(t, '#')) {
-        match tokens.get(*i + 1) {
-            Some(TokenTree::Group(group)) if group.delimiter() == Delimiter::Bracket => {
-                attr_tokens.extend([hash.clone(), tokens[*i + 1].clone()]);
-                *i += 2;
-            }
-            _ => {
-                return Err((
-                    None,
-                    Error::new(hash.span(), "expected an attribute `#[..]` before a block"),
-                ));
-            }
-        }
-    }
-    let mut attrs = Attribute::parse_outer
-        .parse2(attr_tokens)
-        .map_err(|error| (None, error))?;
+    let broken = |stub, error| Box::new(BrokenBlock { stub, error });
+    let attrs = parse_attrs(tokens, i).map_err(|error| broken(None, error))?;
     let example = "a block such as `b0: Block0 { output: 16 }`";
     let Some(field) = name(tokens.get(*i)) else {
-        return Err((None, Error::new(here(*i), format!("expected {example}"))));
+        return Err(broken(
+            None,
+            Error::new(here(*i), format!("expected {example}")),
+        ));
     };
     *i += 1;
     match tokens.get(*i) {
@@ -423,52 +428,32 @@ fn parse_block(
             *i += 1;
         }
         _ => {
-            return Err((
-                None,
-                Error::new(
-                    here(*i),
-                    format!("expected `:` and the block's type after `{field}`, as in {example}"),
-                ),
-            ));
+            let message =
+                format!("expected `:` and the block's type after `{field}`, as in {example}");
+            return Err(broken(None, Error::new(here(*i), message)));
         }
     }
     let Some(type_name) = name(tokens.get(*i)) else {
-        return Err((
-            None,
-            Error::new(
-                here(*i),
-                format!("expected the block's type name after `{field}:`, as in {example}"),
-            ),
-        ));
+        let message = format!("expected the block's type name after `{field}:`, as in {example}");
+        return Err(broken(None, Error::new(here(*i), message)));
     };
     *i += 1;
-    let own = derives_of(&attrs);
-    let missing: Vec<&Path> = derives
-        .iter()
-        .filter(|path| !own.contains(&path_text(path)))
-        .collect();
-    if !missing.is_empty()
-        && let Ok(derive) = Attribute::parse_outer.parse2(quote!(#[derive(#(#missing),*)]))
-    {
-        attrs.extend(derive);
-    }
+    let attrs = block_attrs(attrs, &field, context);
     let header = |body_span| Header {
         attrs: attrs.clone(),
-        vis: vis.clone(),
+        vis: context.vis.clone(),
         name: type_name.clone(),
         body_span,
     };
     let group = match tokens.get(*i) {
         Some(TokenTree::Group(group)) if group.delimiter() == Delimiter::Brace => group.clone(),
         _ => {
-            return Err((
+            let message = format!(
+                "expected the block's `{{ key: value, .. }}` after `{type_name}`, as in {example}"
+            );
+            return Err(broken(
                 Some(header(type_name.span())),
-                Error::new(
-                    here(*i),
-                    format!(
-                        "expected the block's `{{ key: value, .. }}` after `{type_name}`, as in {example}"
-                    ),
-                ),
+                Error::new(here(*i), message),
             ));
         }
     };
@@ -479,16 +464,9 @@ fn parse_block(
         if key != "prefix" {
             return false;
         }
-        let value: TokenStream = value.iter().cloned().collect();
-        match syn::parse2::<LitStr>(value.clone()) {
-            Ok(_) if prefix.is_some() => {
-                errors.push(Error::new(key.span(), "duplicate key `prefix`"));
-            }
+        match parse_prefix(key, value, prefix.is_some()) {
             Ok(literal) => prefix = Some(literal),
-            Err(_) => errors.push(Error::new_spanned(
-                value,
-                "`prefix` takes a string: where the block's tensors start after the network's prefix, e.g. `prefix: \"features.3.\"`",
-            )),
+            Err(error) => errors.push(error),
         }
         true
     });
@@ -504,6 +482,75 @@ fn parse_block(
         },
         errors,
     ))
+}
+
+/// `#[..]` attributes from `tokens[*i]` on.
+fn parse_attrs(tokens: &[TokenTree], i: &mut usize) -> syn::Result<Vec<Attribute>> {
+    let mut attr_tokens = TokenStream::new();
+    while let Some(hash) = tokens.get(*i).filter(|t| is_punct(t, '#')) {
+        match tokens.get(*i + 1) {
+            Some(TokenTree::Group(group)) if group.delimiter() == Delimiter::Bracket => {
+                attr_tokens.extend([hash.clone(), tokens[*i + 1].clone()]);
+                *i += 2;
+            }
+            _ => {
+                return Err(Error::new(
+                    hash.span(),
+                    "expected an attribute `#[..]` before a block",
+                ));
+            }
+        }
+    }
+    Attribute::parse_outer.parse2(attr_tokens)
+}
+
+/// A block's own attributes, then a line of documentation saying where it belongs, then the
+/// network's derives it does not have already.
+fn block_attrs(
+    mut attrs: Vec<Attribute>,
+    field: &Ident,
+    context: &BlockContext<'_>,
+) -> Vec<Attribute> {
+    let role = format!(
+        " Block {} (`{field}`) of the network `{}`, declared by `separable_net!`.",
+        context.index, context.net
+    );
+    if !attrs.is_empty() {
+        attrs.extend(doc_attr(""));
+    }
+    attrs.extend(doc_attr(&role));
+    let own = derives_of(&attrs);
+    let missing: Vec<&Path> = context
+        .derives
+        .iter()
+        .filter(|path| !own.contains(&path_text(path)))
+        .collect();
+    if !missing.is_empty()
+        && let Ok(derive) = Attribute::parse_outer.parse2(quote!(#[derive(#(#missing),*)]))
+    {
+        attrs.extend(derive);
+    }
+    attrs
+}
+
+/// `prefix: "features.3."`, at most once per block.
+fn parse_prefix(key: &Ident, value: &[TokenTree], repeated: bool) -> syn::Result<LitStr> {
+    let value: TokenStream = value.iter().cloned().collect();
+    match syn::parse2::<LitStr>(value.clone()) {
+        Ok(_) if repeated => Err(Error::new(key.span(), "duplicate key `prefix`")),
+        Ok(literal) => Ok(literal),
+        Err(_) => Err(Error::new_spanned(
+            value,
+            "`prefix` takes a string: where the block's tensors start after the network's prefix, e.g. `prefix: \"features.3.\"`",
+        )),
+    }
+}
+
+/// `#[doc = ".."]`.
+fn doc_attr(text: &str) -> Vec<Attribute> {
+    Attribute::parse_outer
+        .parse2(quote!(#[doc = #text]))
+        .unwrap_or_default()
 }
 
 /// The derives an attribute list has, as text.
@@ -549,22 +596,9 @@ pub(crate) fn expand(krate: &TokenStream, input: TokenStream) -> TokenStream {
         return with_errors(codegen::stub(&header), errors);
     }
     let mut out = TokenStream::new();
-    let mut upstream = input.as_ref().and_then(|entry| {
-        if matches!(entry.value, Value::Invalid(_)) {
-            return None;
-        }
-        match model::sizes::<3>(entry, "`H x W x C`, e.g. `32 x 32 x 8`") {
-            Ok(shape) => Some(Upstream {
-                shape,
-                dtype: None,
-                from: None,
-            }),
-            Err(error) => {
-                errors.push(error);
-                None
-            }
-        }
-    });
+    let mut upstream = input
+        .as_ref()
+        .and_then(|entry| network_input(entry, &mut errors));
     let mut fields: Vec<&Ident> = Vec::new();
     let mut types: Vec<(&Ident, Option<&Ident>)> = vec![(&header.name, None)];
     let mut checked: Vec<Checked<'_>> = Vec::new();
@@ -607,30 +641,19 @@ pub(crate) fn expand(krate: &TokenStream, input: TokenStream) -> TokenStream {
             out.extend(stub());
             continue;
         };
-        let Some(invocation) = invocation(block, up, &defaults) else {
-            // A default that did not parse (reported already) decides this block.
+        if let Some((invocation, layer)) = check_block(block, up, &defaults, &mut errors) {
+            if emit {
+                out.extend(codegen::layer(krate, &invocation.header, &layer));
+            }
+            upstream = Some(Upstream {
+                shape: layer.shape.output,
+                dtype: Some(layer.dtype),
+                from: Some(block.header.name.clone()),
+            });
+            checked.push(Checked { block, layer });
+        } else {
             out.extend(stub());
             upstream = None;
-            continue;
-        };
-        match crate::validate(&invocation) {
-            Ok(layer) => {
-                chain_errors(block, &layer, up, &mut errors);
-                if emit {
-                    out.extend(codegen::layer(krate, &invocation.header, &layer));
-                }
-                upstream = Some(Upstream {
-                    shape: layer.shape.output,
-                    dtype: Some(layer.dtype),
-                    from: Some(block.header.name.clone()),
-                });
-                checked.push(Checked { block, layer });
-            }
-            Err(error) => {
-                errors.push(in_block(error, &block.header.name));
-                out.extend(stub());
-                upstream = None;
-            }
         }
     }
     if errors.0.is_none() && !checked.is_empty() && checked.len() == blocks.len() {
@@ -645,6 +668,45 @@ pub(crate) fn expand(krate: &TokenStream, input: TokenStream) -> TokenStream {
         out.extend(codegen::stub(&header));
     }
     with_errors(out, errors)
+}
+
+/// The network's `input:` as the first block's upstream.
+fn network_input(entry: &Entry, errors: &mut Errors) -> Option<Upstream> {
+    if matches!(entry.value, Value::Invalid(_)) {
+        return None;
+    }
+    match model::sizes::<3>(entry, "`H x W x C`, e.g. `32 x 32 x 8`") {
+        Ok(shape) => Some(Upstream {
+            shape,
+            dtype: None,
+            from: None,
+        }),
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    }
+}
+
+/// Validates a block's layer fed by `up`: its invocation and layer, or `None` (with its
+/// errors, unless a default it uses did not parse, which is reported already).
+fn check_block(
+    block: &Block,
+    up: &Upstream,
+    defaults: &[Entry],
+    errors: &mut Errors,
+) -> Option<(Invocation, Layer)> {
+    let invocation = invocation(block, up, defaults)?;
+    match crate::validate(&invocation) {
+        Ok(layer) => {
+            chain_errors(block, &layer, up, errors);
+            Some((invocation, layer))
+        }
+        Err(error) => {
+            errors.push(in_block(error, &block.header.name));
+            None
+        }
+    }
 }
 
 fn with_errors(mut out: TokenStream, errors: Errors) -> TokenStream {
@@ -809,6 +871,8 @@ struct Row {
 }
 
 /// The network's items around its valid blocks.
+// A `quote!` template reads best in one piece, however long.
+#[allow(clippy::too_many_lines)]
 fn generate(
     krate: &TokenStream,
     header: &Header,
@@ -1009,6 +1073,7 @@ fn generate(
                 /// `{prefix}{block prefix}depthwise.weight` and the other tensors of its stages,
                 /// where the block prefix is `"k."` (as `nn.Sequential` names its children)
                 /// unless the block sets `prefix:`.
+                ///
                 #[doc = #load_doc]
                 ///
                 /// # Errors
@@ -1060,10 +1125,10 @@ fn generate(
             // The totals above must be the sums of the blocks' own constants, and the shapes
             // the first block's input and the last block's output.
             const _: () = assert!(
-                #name::PARAMS == 0 #(+ #types::PARAMS)*
-                    && #name::MACS == 0 #(+ #types::MACS)*
-                    && #name::STANDARD_PARAMS == 0 #(+ #types::STANDARD_PARAMS)*
-                    && #name::STANDARD_MACS == 0 #(+ #types::STANDARD_MACS)*
+                #name::PARAMS == #(#types::PARAMS)+*
+                    && #name::MACS == #(#types::MACS)+*
+                    && #name::STANDARD_PARAMS == #(#types::STANDARD_PARAMS)+*
+                    && #name::STANDARD_MACS == #(#types::STANDARD_MACS)+*
                     #(&& #input_checks)*
                     #(&& #output_checks)*
             );
