@@ -24,6 +24,9 @@
 //! # Ok::<(), separable::Error>(())
 //! ```
 //!
+//! [`separable_net!`] declares a whole stack of such layers at once, each block's input the
+//! previous block's output, with shared defaults and per-block overrides.
+//!
 //! The README documents the syntax, the semantics (layouts, padding, weight formats) and the
 //! unroll policy.
 #![no_std]

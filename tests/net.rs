@@ -10,7 +10,7 @@ use separable::{
 separable_net! {
     /// Small blocks of every kind: unrolled and strip layouts, strides, a depth multiplier,
     /// dilation, explicit padding, each bias and per-block overrides of the defaults.
-    #[derive(Clone, Debug)]
+    #[derive(Clone, Debug, PartialEq)]
     pub struct Small {
         input: 11 x 10 x 3,
         defaults: { kernel: 3, padding: same, bias: both, activation: relu6 },
@@ -214,7 +214,7 @@ fn defaults_overrides_and_computed_inputs() {
 fn forward_is_the_blocks_chained_and_matches_the_reference_kernels() {
     let mut rng = Rng(3);
     let net = small();
-    let x = Tensor::<11, 10, 3>::from_fn(|_, _, _| rng.next() as f32);
+    let x = Tensor::<11, 10, 3>::from_fn(|_, _, _| f32::from_f64(rng.next()));
     let y = net.forward(&x);
     // The same blocks by hand: identical, since it is the same code.
     let chained = net
@@ -249,7 +249,7 @@ fn forward_is_the_blocks_chained_and_matches_the_reference_kernels() {
     let single = Single {
         only: random(&mut rng),
     };
-    let x = Tensor::<4, 4, 2>::from_fn(|_, _, _| rng.next() as f32);
+    let x = Tensor::<4, 4, 2>::from_fn(|_, _, _| f32::from_f64(rng.next()));
     assert_eq!(single.forward(&x), single.only.forward(&x));
 }
 
@@ -458,9 +458,10 @@ fn display_writes_the_summary() {
     assert_eq!(small().to_string(), Small::SUMMARY);
     assert_eq!(wide().to_string(), Wide::SUMMARY);
     assert_eq!(Single::zeroed().to_string(), Single::SUMMARY);
-    // The derives of the network reach the blocks (the network's need them).
+    // The derives of the network reach the blocks (the network's impls need them).
     let net = small();
     let copy = net.clone();
+    assert!(copy == net);
     assert_eq!(
         copy.forward(&Tensor::filled(0.5)),
         net.forward(&Tensor::filled(0.5))
