@@ -24,6 +24,9 @@
 //! # Ok::<(), separable::Error>(())
 //! ```
 //!
+//! [`separable_net!`] declares a whole stack of such layers at once, each block's input the
+//! previous block's output, with shared defaults and per-block overrides.
+//!
 //! The README documents the syntax, the semantics (layouts, padding, weight formats) and the
 //! unroll policy.
 #![no_std]
@@ -74,8 +77,55 @@ macro_rules! separable_conv {
     };
 }
 
+/// Declares a network: a stack of depthwise-separable layers, each block's input the previous
+/// block's output, with shared defaults and per-block overrides.
+///
+/// ```
+/// use separable::{Layer, Tensor};
+///
+/// separable::separable_net! {
+///     /// The first blocks of a MobileNet v1 0.25 body.
+///     #[derive(Clone, Debug)]
+///     pub struct Body {
+///         input: 32 x 32 x 8,
+///         defaults: { kernel: 3, padding: 1, bias: both, activation: relu },
+///         blocks: {
+///             /// Doc comments and attributes go to the block's type.
+///             b0: Block0 { output: 16 },
+///             b1: Block1 { output: 32, stride: 2 },
+///             // An explicit input is checked against the previous block's output.
+///             b2: Block2 { input: 16 x 16 x 32, output: 32 },
+///         }
+///     }
+/// }
+///
+/// // Every block is a `separable_conv!` layer, and the network sums them up.
+/// assert_eq!(Block1::INPUT_SHAPE, [32, 32, 16]);
+/// assert_eq!(Body::OUTPUT_SHAPE, [16, 16, 32]);
+/// assert_eq!(Body::PARAMS, Block0::PARAMS + Block1::PARAMS + Block2::PARAMS);
+///
+/// let body = Body::zeroed();
+/// let y: Tensor<16, 16, 32> = body.forward(&Tensor::filled(1.0));
+/// assert_eq!(y, body.b2.forward(&body.b1.forward(&body.b0.forward(&Tensor::filled(1.0)))));
+/// println!("{body}"); // `Body::SUMMARY`: a table of the blocks with their counts
+/// ```
+///
+/// Each block `field: Type { .. }` declares the layer `Type` with the entries of `defaults`,
+/// then its own (a block's key replaces the default's), and `input:` the previous block's
+/// output (or the network's `input:` for the first). The network struct has the blocks as
+/// fields, `forward`, `zeroed`, `from_safetensors(bytes, prefix)` (block `k` from
+/// `{prefix}{k}.`, or `{prefix}` and the block's own `prefix: ".."`), the constants
+/// `INPUT_SHAPE`, `OUTPUT_SHAPE`, `PARAMS`, `MACS` and `SUMMARY`, and `Display`. The README's
+/// "Whole networks" section has the details.
+#[macro_export]
+macro_rules! separable_net {
+    ($($net:tt)*) => {
+        $crate::__private::separable_net_impl! { $crate; $($net)* }
+    };
+}
+
 #[doc(hidden)]
 pub mod __private {
-    pub use separable_macros::separable_conv_impl;
+    pub use separable_macros::{separable_conv_impl, separable_net_impl};
     pub use separable_runtime::__private::*;
 }

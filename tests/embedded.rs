@@ -336,3 +336,31 @@ fn every_file_dtype_converts_as_the_run_time_loader_does() {
             .all(|(&e, &r)| r == f32::from_f64(e) && f64::from(r) != e)
     );
 }
+
+// `weights:` as a network default bakes every block in, each from its block prefix.
+separable::separable_net! {
+    pub struct Head {
+        input: 32 x 32 x 8,
+        defaults: {
+            padding: 1, bias: both, activation: relu,
+            weights: "tests/data/mobilenet_v1_025_folded.safetensors",
+        },
+        blocks: {
+            b0: Head0 { output: 16, prefix: "features.0." },
+            b1: Head1 { output: 32, stride: 2, prefix: "features.1." },
+        }
+    }
+}
+
+#[test]
+fn a_network_default_bakes_every_block_in() {
+    let runtime = ok(Head::from_safetensors(FOLDED, ""), "Head");
+    let (a, b) = (Head0::embedded().to_pytorch(), runtime.b0.to_pytorch());
+    assert_eq!(bits(&a.pointwise_weight), bits(&b.pointwise_weight));
+    let (a, b) = (Head1::embedded().to_pytorch(), runtime.b1.to_pytorch());
+    assert_eq!(bits(&a.depthwise_weight), bits(&b.depthwise_weight));
+    assert_eq!(
+        a.pointwise_bias.as_deref().map(bits),
+        b.pointwise_bias.as_deref().map(bits)
+    );
+}

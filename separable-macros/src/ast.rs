@@ -31,6 +31,7 @@ pub(crate) struct Invocation {
 }
 
 /// Everything before the braces: passed through to the generated struct.
+#[derive(Clone)]
 pub(crate) struct Header {
     pub(crate) attrs: Vec<Attribute>,
     pub(crate) vis: Visibility,
@@ -40,12 +41,14 @@ pub(crate) struct Header {
 }
 
 /// `key: value`.
+#[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) key: Ident,
     pub(crate) value: Value,
 }
 
 /// The right-hand side of an entry.
+#[derive(Clone)]
 pub(crate) enum Value {
     /// `5 x 5 x 3`: one or more sizes.
     Sizes(Sizes),
@@ -59,6 +62,7 @@ pub(crate) enum Value {
 }
 
 /// Sizes separated by `x`, with the tokens they came from.
+#[derive(Clone)]
 pub(crate) struct Sizes {
     pub(crate) sizes: Vec<Size>,
     /// All tokens of the value, to underline it whole.
@@ -137,12 +141,19 @@ impl Parse for Invocation {
     }
 }
 
-/// Splits the body at top-level commas and parses each piece as an entry. A missing comma
-/// (`input: 5x5x3 output: 4`) is reported once and both entries are still read.
-fn parse_entries(body: TokenStream) -> (Vec<Entry>, Vec<Error>) {
+/// One piece of a body split at its top-level commas.
+pub(crate) enum Part {
+    /// The tokens between two commas (never empty).
+    Entry(Vec<TokenTree>),
+    /// A missing comma or an empty entry, in the order it occurs.
+    Error(Error),
+}
+
+/// Splits a body at top-level commas. A missing comma (`input: 5x5x3 output: 4`) is reported
+/// once and the body is still split before the second key, so both entries are read.
+pub(crate) fn split_entries(body: TokenStream) -> Vec<Part> {
     let tokens: Vec<TokenTree> = body.into_iter().collect();
-    let mut entries = Vec::new();
-    let mut errors = Vec::new();
+    let mut parts = Vec::new();
     let mut start = 0;
     let mut i = 0;
     while i <= tokens.len() {
@@ -154,32 +165,64 @@ fn parse_entries(body: TokenStream) -> (Vec<Entry>, Vec<Error>) {
         }
         let piece = &tokens[start..i];
         if new_key {
-            errors.push(Error::new(
+            parts.push(Part::Error(Error::new(
                 tokens[i].span(),
                 format!("expected `,` before `{}`", tokens[i]),
-            ));
+            )));
         }
         if piece.is_empty() {
             if at_comma {
-                errors.push(Error::new(
+                parts.push(Part::Error(Error::new(
                     tokens[i].span(),
                     "expected `key: value` before `,`",
-                ));
+                )));
             }
         } else {
-            match parse_entry(piece) {
-                Ok(entry) => entries.push(entry),
-                Err((key, error)) => {
-                    errors.push(error);
-                    if let Some(key) = key {
-                        let value = Value::Invalid(piece.iter().skip(2).cloned().collect());
-                        entries.push(Entry { key, value });
-                    }
-                }
-            }
+            parts.push(Part::Entry(piece.to_vec()));
         }
         start = if new_key { i } else { i + 1 };
         i += 1;
+    }
+    parts
+}
+
+/// Splits the body at top-level commas and parses each piece as an entry. A missing comma
+/// (`input: 5x5x3 output: 4`) is reported once and both entries are still read.
+fn parse_entries(body: TokenStream) -> (Vec<Entry>, Vec<Error>) {
+    parse_entries_except(body, |_, _| false)
+}
+
+/// [`parse_entries`], except that pieces `key: value` for which `take(key, value)` returns
+/// true are left to the caller (which parses them its own way).
+pub(crate) fn parse_entries_except(
+    body: TokenStream,
+    mut take: impl FnMut(&Ident, &[TokenTree]) -> bool,
+) -> (Vec<Entry>, Vec<Error>) {
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    for part in split_entries(body) {
+        let piece = match part {
+            Part::Error(error) => {
+                errors.push(error);
+                continue;
+            }
+            Part::Entry(piece) => piece,
+        };
+        if let Ok((key, value)) = parse_key(&piece)
+            && take(&key, value)
+        {
+            continue;
+        }
+        match parse_entry(&piece) {
+            Ok(entry) => entries.push(entry),
+            Err((key, error)) => {
+                errors.push(error);
+                if let Some(key) = key {
+                    let value = Value::Invalid(piece.iter().skip(2).cloned().collect());
+                    entries.push(Entry { key, value });
+                }
+            }
+        }
     }
     (entries, errors)
 }
@@ -193,17 +236,19 @@ fn is_key_start(tokens: &[TokenTree]) -> bool {
     )
 }
 
-/// An entry, or the error with the key if one was read.
-fn parse_entry(tokens: &[TokenTree]) -> Result<Entry, (Option<Ident>, Error)> {
-    let key = match &tokens[0] {
-        TokenTree::Ident(key) => key.clone(),
+/// A key and its value's tokens, or the error with the key if one was read.
+pub(crate) type KeyValue<'a> = Result<(Ident, &'a [TokenTree]), (Option<Ident>, Error)>;
+
+/// The key of a non-empty piece and its value's tokens (never empty), or the error with the key
+/// if one was read.
+pub(crate) fn parse_key(tokens: &[TokenTree]) -> KeyValue<'_> {
+    let key = match tokens.first() {
+        Some(TokenTree::Ident(key)) => key.clone(),
         other => {
+            let span = other.map_or_else(Span::call_site, TokenTree::span);
             return Err((
                 None,
-                Error::new(
-                    other.span(),
-                    "expected a key such as `input`, `output` or `kernel`",
-                ),
+                Error::new(span, "expected a key such as `input`, `output` or `kernel`"),
             ));
         }
     };
@@ -230,29 +275,39 @@ fn parse_entry(tokens: &[TokenTree]) -> Result<Entry, (Option<Ident>, Error)> {
             format!("expected a value after `{key}:`"),
         ));
     }
+    Ok((key, value))
+}
+
+/// An entry, or the error with the key if one was read.
+pub(crate) fn parse_entry(tokens: &[TokenTree]) -> Result<Entry, (Option<Ident>, Error)> {
+    let (key, value) = parse_key(tokens)?;
     match parse_value(value) {
         Ok(value @ Value::Str(_)) => Ok(Entry { key, value }),
         // `weights: models/block.safetensors`: the path without quotes.
         _ if key == "weights" || key == "prefix" => {
             let tokens: TokenStream = value.iter().cloned().collect();
-            fail(Error::new_spanned(
-                tokens,
-                format!(
-                    "`{key}` takes a string in double quotes, e.g. `{key}: \"{}\"`",
-                    if key == "weights" {
-                        "models/block.safetensors"
-                    } else {
-                        "features.1."
-                    }
+            Err((
+                Some(key.clone()),
+                Error::new_spanned(
+                    tokens,
+                    format!(
+                        "`{key}` takes a string in double quotes, e.g. `{key}: \"{}\"`",
+                        if key == "weights" {
+                            "models/block.safetensors"
+                        } else {
+                            "features.1."
+                        }
+                    ),
                 ),
             ))
         }
         Ok(value) => Ok(Entry { key, value }),
-        Err(error) => fail(error),
+        Err(error) => Err((Some(key), error)),
     }
 }
 
-fn parse_value(tokens: &[TokenTree]) -> syn::Result<Value> {
+/// A value: a string, one word, or sizes joined by `x`. `tokens` is not empty.
+pub(crate) fn parse_value(tokens: &[TokenTree]) -> syn::Result<Value> {
     // A string passed through a `macro_rules!` fragment arrives in an invisible group.
     if let [TokenTree::Group(group)] = tokens
         && group.delimiter() == Delimiter::None

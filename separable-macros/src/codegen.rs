@@ -18,7 +18,7 @@ use crate::embed::{Embedded, FileDtype, Stored};
 use crate::model::{Dtype, Layer};
 use crate::plan::{AxisPlan, Depthwise, Plan, Strips};
 
-fn lit(n: usize) -> Literal {
+pub(crate) fn lit(n: usize) -> Literal {
     Literal::usize_unsuffixed(n)
 }
 
@@ -31,6 +31,16 @@ pub(crate) fn stub(header: &Header) -> TokenStream {
     quote! {
         #(#attrs)*
         #vis struct #name;
+    }
+}
+
+/// `<crate>::Tensor<H, W, C>` (or `<.., f64>`) for a shape.
+pub(crate) fn tensor_type(krate: &TokenStream, [h, w, c]: [usize; 3], dtype: Dtype) -> TokenStream {
+    let (h, w, c) = (lit(h), lit(w), lit(c));
+    match dtype {
+        // The default element type is left out so messages read `Tensor<5, 5, 3>`.
+        Dtype::F32 => quote!(#krate::Tensor<#h, #w, #c>),
+        Dtype::F64 => quote!(#krate::Tensor<#h, #w, #c, f64>),
     }
 }
 
@@ -52,14 +62,7 @@ impl<'a> Ctx<'a> {
             Dtype::F32 => (quote!(f32), quote!(0.0_f32)),
             Dtype::F64 => (quote!(f64), quote!(0.0_f64)),
         };
-        let tensor = |[h, w, c]: [usize; 3]| {
-            let (h, w, c) = (lit(h), lit(w), lit(c));
-            match layer.dtype {
-                // The default element type is left out so messages read `Tensor<5, 5, 3>`.
-                Dtype::F32 => quote!(#krate::Tensor<#h, #w, #c>),
-                Dtype::F64 => quote!(#krate::Tensor<#h, #w, #c, f64>),
-            }
-        };
+        let tensor = |shape| tensor_type(krate, shape, layer.dtype);
         let shape = &layer.shape;
         Ctx {
             krate,
@@ -255,7 +258,8 @@ fn embedded_fn(ctx: &Ctx<'_>, header: &Header, embedded: &Embedded) -> TokenStre
     }
 }
 
-fn shape_text([h, w, c]: [usize; 3]) -> String {
+/// `H x W x C`, as shapes are written in an invocation.
+pub(crate) fn shape_text([h, w, c]: [usize; 3]) -> String {
     format!("{h} x {w} x {c}")
 }
 

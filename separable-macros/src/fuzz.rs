@@ -10,16 +10,21 @@
 //!   integers (0, 1, 2^32, `usize::MAX`, past `u128::MAX`), suffixed, hex, octal and binary
 //!   literals, words, random identifiers and other literals, some of them mutated as well;
 //! * tokens wrapped in invisible (`Delimiter::None`) groups, as `macro_rules!` fragments
-//!   (`$n:literal`, `$e:expr`) reach the macro.
+//!   (`$n:literal`, `$e:expr`) reach the macro;
+//! * one input in [`NET_SHARE`] is a `separable_net!` network instead: valid networks mutated
+//!   as above, and fresh ones with random defaults and blocks (explicit inputs, prefixes,
+//!   repeated names, misplaced keys), expanded by `net::expand`.
 //!
 //! Each input is rendered to text and lexed again, so every token carries a span of that text
 //! (the `span-locations` feature of `proc-macro2`, a dev-dependency, gives fallback spans a
 //! file, a byte range and lines and columns). The test asserts, for every input:
 //!
 //! * the pipeline does not panic (`catch_unwind` around it; the input is printed if it does);
-//! * without errors, the output is at most [`MAX_EXPANSION_BYTES`] of text and parses as a Rust
-//!   file (`syn::File`) holding the struct;
-//! * with errors, the output is `compile_error!` invocations plus at most the stub struct, it
+//! * without errors, the output is at most [`MAX_EXPANSION_BYTES`] of text
+//!   ([`MAX_NET_EXPANSION_BYTES`] for a network) and parses as a Rust file (`syn::File`) holding
+//!   the struct (a network: its blocks and itself), none of them a stub;
+//! * with errors, the output is `compile_error!` invocations plus at most the stub struct (for
+//!   a network: the blocks before the first failed one, then stubs, the network's last), it
 //!   parses as a Rust file, and every error's span lies inside the input's text (first token's
 //!   start to last token's end), or is the call site when the input ended too early for any
 //!   token to blame (the compiler shows the call site as the whole macro invocation).
@@ -391,56 +396,7 @@ fn fresh_invocation(rng: &mut Rng) -> String {
         if (required && rng.one_in(25)) || (!required && rng.below(KEYS.len()) >= optional) {
             continue;
         }
-        let value = match key {
-            "input" => {
-                let dims: Vec<String> = (0..3).map(|_| small_or_extreme(rng)).collect();
-                dims.join(rng.pick(&["x", " x ", "x ", " x"]))
-            }
-            "output" | "multiplier" => small_or_extreme(rng),
-            "kernel" | "stride" | "dilation" => {
-                if rng.one_in(2) {
-                    small_or_extreme(rng)
-                } else {
-                    format!("{} x {}", small_or_extreme(rng), small_or_extreme(rng))
-                }
-            }
-            "padding" => match rng.below(4) {
-                0 => small_or_extreme(rng),
-                1 => format!("{} x {}", small_or_extreme(rng), small_or_extreme(rng)),
-                _ => rng.pick(&["same", "valid", "same", "samee"]).to_owned(),
-            },
-            "bias" => rng
-                .pick(&["none", "pointwise", "both", "both", "bothh"])
-                .to_owned(),
-            "activation" | "depthwise_activation" | "pointwise_activation" => rng
-                .pick(&["none", "relu", "relu6", "relu6", "relu7"])
-                .to_owned(),
-            "dtype" => rng.pick(&["f32", "f64", "f64", "f16"]).to_owned(),
-            // Paths are relative to this crate's manifest directory; the small file mostly,
-            // as every input that names a file reads it.
-            "weights" => rng
-                .pick(&[
-                    "\"../tests/data/embed_dtypes.safetensors\"",
-                    "\"../tests/data/embed_dtypes.safetensors\"",
-                    "\"../tests/data/embed_dtypes.safetensors\"",
-                    "\"../tests/data/pytorch_vectors.json\"",
-                    "\"missing.safetensors\"",
-                    "\"\"",
-                    "../tests/data/embed_dtypes.safetensors",
-                ])
-                .to_owned(),
-            "prefix" => rng
-                .pick(&[
-                    "\"f32.\"",
-                    "\"bf16.\"",
-                    "\"i64.\"",
-                    "\"shape.\"",
-                    "\"\"",
-                    "f32",
-                ])
-                .to_owned(),
-            _ => value(rng),
-        };
+        let value = entry_value(rng, key);
         entries.push(format!("{key}: {value}"));
     }
     text.push_str(&entries.join(", "));
@@ -449,6 +405,60 @@ fn fresh_invocation(rng: &mut Rng) -> String {
     }
     text.push_str(" }");
     text
+}
+
+/// A value for a layer key: mostly of the right kind and small, sometimes extreme or misspelt.
+fn entry_value(rng: &mut Rng, key: &str) -> String {
+    match key {
+        "input" => {
+            let dims: Vec<String> = (0..3).map(|_| small_or_extreme(rng)).collect();
+            dims.join(rng.pick(&["x", " x ", "x ", " x"]))
+        }
+        "output" | "multiplier" => small_or_extreme(rng),
+        "kernel" | "stride" | "dilation" => {
+            if rng.one_in(2) {
+                small_or_extreme(rng)
+            } else {
+                format!("{} x {}", small_or_extreme(rng), small_or_extreme(rng))
+            }
+        }
+        "padding" => match rng.below(4) {
+            0 => small_or_extreme(rng),
+            1 => format!("{} x {}", small_or_extreme(rng), small_or_extreme(rng)),
+            _ => rng.pick(&["same", "valid", "same", "samee"]).to_owned(),
+        },
+        "bias" => rng
+            .pick(&["none", "pointwise", "both", "both", "bothh"])
+            .to_owned(),
+        "activation" | "depthwise_activation" | "pointwise_activation" => rng
+            .pick(&["none", "relu", "relu6", "relu6", "relu7"])
+            .to_owned(),
+        "dtype" => rng.pick(&["f32", "f64", "f64", "f16"]).to_owned(),
+        // Paths are relative to this crate's manifest directory; the small file mostly,
+        // as every input that names a file reads it.
+        "weights" => rng
+            .pick(&[
+                "\"../tests/data/embed_dtypes.safetensors\"",
+                "\"../tests/data/embed_dtypes.safetensors\"",
+                "\"../tests/data/embed_dtypes.safetensors\"",
+                "\"../tests/data/pytorch_vectors.json\"",
+                "\"missing.safetensors\"",
+                "\"\"",
+                "../tests/data/embed_dtypes.safetensors",
+            ])
+            .to_owned(),
+        "prefix" => rng
+            .pick(&[
+                "\"f32.\"",
+                "\"bf16.\"",
+                "\"i64.\"",
+                "\"shape.\"",
+                "\"\"",
+                "f32",
+            ])
+            .to_owned(),
+        _ => value(rng),
+    }
 }
 
 /// A small layer with one size (of `input`, `output`, `kernel`, `stride`, `dilation`,
@@ -651,6 +661,148 @@ fn generate(rng: &mut Rng) -> String {
     tokens.into_iter().collect::<TokenStream>().to_string()
 }
 
+/// One input in this many is a `separable_net!` invocation.
+const NET_SHARE: usize = 20;
+
+/// The most blocks a generated network has (mutations may add a few more).
+const MAX_NET_BLOCKS: usize = 3;
+
+/// The largest network expansion accepted, as text: the bound of one layer per block, with room
+/// for blocks that mutations add, and the network around them.
+const MAX_NET_EXPANSION_BYTES: usize = MAX_EXPANSION_BYTES * (2 * MAX_NET_BLOCKS + 1);
+
+/// Valid networks the mutations start from: defaults, overrides, explicit inputs, prefixes,
+/// attributes, derives, `f64`, keys in any order.
+const NET_BASES: &[&str] = &[
+    "/// Two blocks.\n#[derive(Clone, Debug)]\npub struct Body { input: 8 x 8 x 4, \
+     defaults: { kernel: 3, padding: 1, bias: both, activation: relu }, blocks: { \
+     /// The stem.\n b0: Stem { output: 8 }, b1: Down { output: 16, stride: 2, prefix: \"features.1.\" } } }",
+    "struct Net { input: 6x6x2, blocks: { a: A { output: 3, padding: same }, \
+     b: B { input: 6 x 6 x 3, output: 2, kernel: 1 }, c: C { output: 4, kernel: 1, dtype: f32 }, }, }",
+    "pub(crate) struct W { defaults: { dtype: f64, depthwise_activation: relu6, multiplier: 2 }, \
+     blocks: { x: X { output: 4, kernel: 1 }, #[allow(dead_code)] y: Y { output: 2, kernel: 3 x 1, \
+     dilation: 2, padding: 2 x 0 } }, input: 9 x 7 x 2 }",
+];
+
+/// A fresh network: a header, the network's keys in any order (sometimes one missing, unknown
+/// or a layer key), defaults and one to [`MAX_NET_BLOCKS`] blocks with layer entries of the
+/// kinds [`entry_value`] makes, now and then an explicit input, a prefix, a repeated name.
+fn fresh_net(rng: &mut Rng) -> String {
+    const LAYER_KEYS: &[&str] = &[
+        "kernel",
+        "stride",
+        "dilation",
+        "padding",
+        "multiplier",
+        "bias",
+        "activation",
+        "depthwise_activation",
+        "pointwise_activation",
+        "dtype",
+    ];
+    let mut text = String::new();
+    if rng.one_in(3) {
+        text.push_str(rng.pick(&[
+            "/// Doc.\n",
+            "#[derive(Clone, Debug)] ",
+            "#[allow(unused)] ",
+        ]));
+    }
+    text.push_str(rng.pick(&["", "pub ", "pub(crate) "]));
+    text.push_str("struct ");
+    text.push_str(rng.pick(&["Net", "Body", "B0"]));
+    text.push_str(" { ");
+    let small = |rng: &mut Rng| {
+        if rng.one_in(10) {
+            small_or_extreme(rng)
+        } else {
+            (1 + rng.below(12)).to_string()
+        }
+    };
+    let layer_entries = |rng: &mut Rng, count: usize| -> Vec<String> {
+        (0..count)
+            .map(|_| {
+                let key = rng.pick(LAYER_KEYS);
+                format!("{key}: {}", entry_value(rng, key))
+            })
+            .collect()
+    };
+    let mut parts = Vec::new();
+    if !rng.one_in(20) {
+        let dims: Vec<String> = (0..3).map(|_| (3 + rng.below(10)).to_string()).collect();
+        parts.push(format!("input: {}", dims.join(rng.pick(&["x", " x "]))));
+    }
+    if rng.one_in(2) {
+        let count = rng.below(4);
+        let entries = layer_entries(rng, count);
+        parts.push(format!("defaults: {{ {} }}", entries.join(", ")));
+    }
+    if !rng.one_in(20) {
+        let count = usize::from(!rng.one_in(20)) * (1 + rng.below(MAX_NET_BLOCKS));
+        let blocks: Vec<String> = (0..count)
+            .map(|i| {
+                let mut entries = Vec::new();
+                if !rng.one_in(15) {
+                    entries.push(format!("output: {}", small(rng)));
+                }
+                let count = rng.below(3);
+                entries.extend(layer_entries(rng, count));
+                if rng.one_in(8) {
+                    let dims: Vec<String> = (0..3).map(|_| small(rng)).collect();
+                    entries.push(format!("input: {}", dims.join(" x ")));
+                }
+                if rng.one_in(8) {
+                    entries.push(
+                        rng.pick(&["prefix: \"p.\"", "prefix: \"\"", "prefix: 3", "prefix: p"])
+                            .to_owned(),
+                    );
+                }
+                for j in (1..entries.len()).rev() {
+                    entries.swap(j, rng.below(j + 1));
+                }
+                let attr = if rng.one_in(6) { "/// A block.\n" } else { "" };
+                // Now and then a repeated field or type name.
+                let (field, ty) = match rng.below(30) {
+                    0 => (0, i),
+                    1 => (i, 0),
+                    _ => (i, i),
+                };
+                format!("{attr}b{field}: T{ty} {{ {} }}", entries.join(", "))
+            })
+            .collect();
+        parts.push(format!("blocks: {{ {} }}", blocks.join(", ")));
+    }
+    if rng.one_in(20) {
+        parts.push(
+            rng.pick(&["kernel: 3", "inputs: 3 x 3 x 3", "blocks: {}", "output: 4"])
+                .to_owned(),
+        );
+    }
+    for j in (1..parts.len()).rev() {
+        parts.swap(j, rng.below(j + 1));
+    }
+    text.push_str(&parts.join(", "));
+    if rng.one_in(2) {
+        text.push(',');
+    }
+    text.push_str(" }");
+    text
+}
+
+/// One generated network as text, before lexing: fresh, or a base or a fresh one mutated.
+fn generate_net(rng: &mut Rng) -> String {
+    let mut tokens = match rng.below(10) {
+        0..=3 => return fresh_net(rng),
+        4..=6 => lex(&fresh_net(rng)),
+        _ => lex(rng.pick(NET_BASES)),
+    }
+    .unwrap_or_default();
+    for _ in 0..=rng.below(2) {
+        mutate(&mut tokens, rng, 0);
+    }
+    tokens.into_iter().collect::<TokenStream>().to_string()
+}
+
 /// One `compile_error!` of the output: the message and its span as `to_compile_error` emits it
 /// (`::core::compile_error!` at the span's start, `{ "message" }` at its end).
 struct Emitted {
@@ -738,6 +890,11 @@ struct Tally {
     messages: BTreeMap<String, u64>,
     /// Which of [`MUST_REACH`] some error contained.
     reached: [bool; MUST_REACH.len()],
+    /// `separable_net!` inputs among `tried` and `accepted`.
+    net_tried: u64,
+    net_accepted: u64,
+    /// Which of [`NET_MUST_REACH`] some error contained.
+    net_reached: [bool; NET_MUST_REACH.len()],
     slowest: (Duration, String),
     /// Inputs whose expansion and check took over [`SLOW`], and the time they took together.
     slow: (u64, Duration),
@@ -759,6 +916,11 @@ impl Tally {
             *self.messages.entry(kind).or_default() += count;
         }
         for (mine, theirs) in self.reached.iter_mut().zip(other.reached) {
+            *mine |= theirs;
+        }
+        self.net_tried += other.net_tried;
+        self.net_accepted += other.net_accepted;
+        for (mine, theirs) in self.net_reached.iter_mut().zip(other.net_reached) {
             *mine |= theirs;
         }
         self.slow.0 += other.slow.0;
@@ -792,13 +954,23 @@ fn message_kind(message: &str) -> String {
 }
 
 /// Checks one expansion; `Err` describes what is wrong.
-fn check(input: &TokenStream, out: TokenStream, tally: &mut Tally) -> Result<(), String> {
+fn check(
+    input: &TokenStream,
+    out: TokenStream,
+    tally: &mut Tally,
+    is_net: bool,
+) -> Result<(), String> {
     let errors = compile_errors(&out);
     if errors.is_empty() {
         let bytes = out.to_string().len();
-        if bytes > MAX_EXPANSION_BYTES {
+        let bound = if is_net {
+            MAX_NET_EXPANSION_BYTES
+        } else {
+            MAX_EXPANSION_BYTES
+        };
+        if bytes > bound {
             return Err(format!(
-                "the expansion has {bytes} bytes of text; the bound is {MAX_EXPANSION_BYTES}"
+                "the expansion has {bytes} bytes of text; the bound is {bound}"
             ));
         }
     }
@@ -806,38 +978,13 @@ fn check(input: &TokenStream, out: TokenStream, tally: &mut Tally) -> Result<(),
         syn::parse2(out).map_err(|e| format!("the expansion is not a Rust file: {e}"))?;
     if errors.is_empty() {
         tally.accepted += 1;
-        let has_struct = file
-            .items
-            .iter()
-            .any(|item| matches!(item, syn::Item::Struct(_)));
-        return if has_struct {
-            Ok(())
-        } else {
-            Err("an accepted layer expands to no struct".to_owned())
-        };
+        tally.net_accepted += u64::from(is_net);
+        return check_accepted(&file, is_net);
     }
-    // Errors: `compile_error!` items and at most the stub struct, nothing that could cascade.
-    let mut structs = 0;
-    for item in &file.items {
-        match item {
-            syn::Item::Macro(m) if m.mac.path.is_ident("compile_error") => {}
-            syn::Item::Macro(m)
-                if m.mac
-                    .path
-                    .segments
-                    .last()
-                    .is_some_and(|s| s.ident == "compile_error") => {}
-            syn::Item::Struct(s) if s.fields.is_empty() => structs += 1,
-            other => {
-                return Err(format!(
-                    "an invalid invocation expands to more than errors and a stub: {}",
-                    quote!(#other)
-                ));
-            }
-        }
-    }
-    if structs > 1 {
-        return Err(format!("{structs} stub structs"));
+    if is_net {
+        check_invalid_net(&file)?;
+    } else {
+        check_invalid_layer(&file)?;
     }
     let extent = InputExtent::of(input);
     for error in errors {
@@ -848,6 +995,9 @@ fn check(input: &TokenStream, out: TokenStream, tally: &mut Tally) -> Result<(),
         }
         *tally.messages.entry(message_kind(message)).or_default() += 1;
         for (reached, needle) in tally.reached.iter_mut().zip(MUST_REACH) {
+            *reached |= message.contains(needle);
+        }
+        for (reached, needle) in tally.net_reached.iter_mut().zip(NET_MUST_REACH) {
             *reached |= message.contains(needle);
         }
         let at_call_site = error.start.file() == Span::call_site().file()
@@ -884,6 +1034,90 @@ fn check(input: &TokenStream, out: TokenStream, tally: &mut Tally) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The items of an accepted invocation: a layer is one struct, a network its blocks and the
+/// network around them, none of them a stub.
+fn check_accepted(file: &syn::File, is_net: bool) -> Result<(), String> {
+    let structs = |stubs: bool| {
+        file.items
+            .iter()
+            .filter(|item| matches!(item, syn::Item::Struct(s) if s.fields.is_empty() == stubs))
+            .count()
+    };
+    let least = if is_net { 2 } else { 1 };
+    if structs(false) >= least && structs(true) == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "an accepted invocation expands to {} structs with fields and {} without",
+            structs(false),
+            structs(true)
+        ))
+    }
+}
+
+/// The items of an invalid layer: `compile_error!`s and at most the stub struct, nothing that
+/// could cascade.
+fn check_invalid_layer(file: &syn::File) -> Result<(), String> {
+    let mut structs = 0;
+    for item in &file.items {
+        match item {
+            syn::Item::Macro(m) if m.mac.path.is_ident("compile_error") => {}
+            syn::Item::Macro(m)
+                if m.mac
+                    .path
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.ident == "compile_error") => {}
+            syn::Item::Struct(s) if s.fields.is_empty() => structs += 1,
+            other => {
+                return Err(format!(
+                    "an invalid invocation expands to more than errors and a stub: {}",
+                    quote!(#other)
+                ));
+            }
+        }
+    }
+    if structs > 1 {
+        return Err(format!("{structs} stub structs"));
+    }
+    Ok(())
+}
+
+/// The items of an invalid network: the blocks before the first failed one are whole layers
+/// (a struct and its `const _`); the rest, and the network (the last struct), are stubs, so
+/// nothing can cascade.
+fn check_invalid_net(file: &syn::File) -> Result<(), String> {
+    for item in &file.items {
+        let allowed = match item {
+            syn::Item::Macro(m) => m
+                .mac
+                .path
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "compile_error"),
+            syn::Item::Struct(_) | syn::Item::Const(_) => true,
+            _ => false,
+        };
+        if !allowed {
+            return Err(format!(
+                "an invalid network expands to more than errors, blocks and stubs: {}",
+                quote!(#item)
+            ));
+        }
+    }
+    match file
+        .items
+        .iter()
+        .rfind(|item| matches!(item, syn::Item::Struct(_)))
+    {
+        Some(syn::Item::Struct(last)) if !last.fields.is_empty() => Err(format!(
+            "an invalid network declares `{}` with fields",
+            last.ident
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -932,6 +1166,22 @@ const MUST_REACH: &[&str] = &[
     "generic parameters",
 ];
 
+/// Error kinds the `separable_net!` inputs must reach.
+const NET_MUST_REACH: &[&str] = &[
+    "declares input",
+    "outputs `f",
+    "`blocks` is empty",
+    "missing `blocks`",
+    "the first block's input: height x width x channels",
+    "is a layer key",
+    "`input` is not a default",
+    "`prefix` takes a string",
+    "duplicate block type",
+    "duplicate block field",
+    "expected `,` after block",
+    "in block `",
+];
+
 /// The inputs one worker has generated so far, by hash.
 struct Seen {
     hashes: HashSet<u64, BuildHasherDefault<DefaultHasher>>,
@@ -965,7 +1215,12 @@ fn run_worker(seed: u64, iterations: u64) -> Tally {
     while tally.tried < iterations {
         // Forget the previous inputs' spans: keeps lookups fast and offsets below 2^32.
         proc_macro2::extra::invalidate_current_thread_spans();
-        let text = generate(&mut rng);
+        let is_net = rng.one_in(NET_SHARE);
+        let text = if is_net {
+            generate_net(&mut rng)
+        } else {
+            generate(&mut rng)
+        };
         if !seen.insert(&text) {
             tally.repeated += 1;
             continue;
@@ -981,10 +1236,11 @@ fn run_worker(seed: u64, iterations: u64) -> Tally {
         } else {
             user
         };
-        // What `separable_conv!` passes: `$crate;` and the user's tokens.
+        // What `separable_conv!` and `separable_net!` pass: `$crate;` and the user's tokens.
         let mut full = quote!(::separable;);
         full.extend(user.clone());
         tally.tried += 1;
+        tally.net_tried += u64::from(is_net);
         if let Some(path) = &trace {
             let record = format!(
                 "input #{} of the worker seeded {seed:#x}:\n{text}\n",
@@ -995,7 +1251,11 @@ fn run_worker(seed: u64, iterations: u64) -> Tally {
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             let (krate, body) = crate::split_crate_path(full);
-            crate::expand(&krate, body)
+            if is_net {
+                crate::net::expand(&krate, body)
+            } else {
+                crate::expand(&krate, body)
+            }
         }));
         let out = match result {
             Ok(out) => out,
@@ -1005,7 +1265,7 @@ fn run_worker(seed: u64, iterations: u64) -> Tally {
                 tally.tried,
             ),
         };
-        if let Err(problem) = check(&user, out, &mut tally) {
+        if let Err(problem) = check(&user, out, &mut tally, is_net) {
             panic!(
                 "input #{} of the worker seeded {seed:#x}: {problem}\ninput:\n{text}\ntokens: {user:?}",
                 tally.tried
@@ -1052,13 +1312,15 @@ fn generated_invocations_never_panic_and_errors_point_into_the_input() {
     let elapsed = started.elapsed();
     println!(
         "fuzz (seed {seed:#x}, {workers} workers): {} inputs tried, {} accepted, {} rejected \
-         with {} errors ({} at the call site, all at the end of input), {} with invisible \
+         ({} networks, {} of them accepted) with {} errors ({} at the call site, all at the end of input), {} with invisible \
          groups; {} generated inputs skipped as repeats and {} as unlexable; {} kinds of error; \
          {:.1?} ({:.0} µs per input per worker; {} expansions over {SLOW:?} took {:.1?}; \
          slowest {:.1?}: {})",
         tally.tried,
         tally.accepted,
         tally.tried - tally.accepted,
+        tally.net_tried,
+        tally.net_accepted,
         tally.errors,
         tally.call_site_errors,
         tally.invisible_groups,
@@ -1088,6 +1350,18 @@ fn generated_invocations_never_panic_and_errors_point_into_the_input() {
         );
         for (reached, needle) in tally.reached.iter().zip(MUST_REACH) {
             assert!(reached, "no input reached an error containing {needle:?}");
+        }
+        assert!(
+            tally.net_accepted * 50 >= tally.net_tried && tally.net_accepted * 2 <= tally.net_tried,
+            "accepted {} of {} networks: the generator no longer mixes valid and invalid ones",
+            tally.net_accepted,
+            tally.net_tried
+        );
+        for (reached, needle) in tally.net_reached.iter().zip(NET_MUST_REACH) {
+            assert!(
+                reached,
+                "no network input reached an error containing {needle:?}"
+            );
         }
     }
 }

@@ -1,16 +1,19 @@
-//! The procedural macro behind `separable::separable_conv!`.
+//! The procedural macros behind `separable::separable_conv!` and `separable::separable_net!`.
 //!
-//! Use it through the `separable` crate, whose `separable_conv!` passes its own path in, so the
-//! generated code reaches the runtime whatever name the dependency has.
+//! Use them through the `separable` crate, whose macros pass its own path in, so the generated
+//! code reaches the runtime whatever name the dependency has.
 //!
 //! The pipeline runs one way: `ast` parses the invocation keeping every token's span,
 //! `model` validates it into plain shapes (all arithmetic lives in `separable-shape`),
-//! `plan` chooses how much to unroll, and `codegen` emits the layer.
+//! `plan` chooses how much to unroll, and `codegen` emits the layer. `net` parses a network,
+//! builds each block's layer invocation from the user's tokens and runs it through the same
+//! pipeline, then emits the network around the blocks.
 
 mod ast;
 mod codegen;
 mod embed;
 mod model;
+mod net;
 mod plan;
 
 use proc_macro2::{TokenStream, TokenTree};
@@ -21,6 +24,14 @@ use proc_macro2::{TokenStream, TokenTree};
 pub fn separable_conv_impl(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
     let (krate, body) = split_crate_path(input.into());
     expand(&krate, body).into()
+}
+
+/// Expands one `separable_net!` invocation. The input is `<path to separable>; <invocation>`.
+#[doc(hidden)]
+#[proc_macro]
+pub fn separable_net_impl(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    let (krate, body) = split_crate_path(input.into());
+    net::expand(&krate, body).into()
 }
 
 /// Splits the `$crate;` prefix the public `macro_rules!` wrapper adds.
@@ -44,15 +55,7 @@ fn expand(krate: &TokenStream, input: TokenStream) -> TokenStream {
         Ok(invocation) => invocation,
         Err(error) => return error.to_compile_error(),
     };
-    if let Some(error) = &invocation.header_error {
-        let stub = codegen::stub(&invocation.header);
-        let error = error.to_compile_error();
-        return quote::quote!(#stub #error);
-    }
-    match model::Layer::from_ast(&invocation).and_then(|layer| {
-        let embedded = embed::read(&layer)?;
-        Ok((layer, embedded))
-    }) {
+    match validate(&invocation) {
         Ok((layer, embedded)) => {
             codegen::layer(krate, &invocation.header, &layer, embedded.as_ref())
         }
@@ -62,6 +65,18 @@ fn expand(krate: &TokenStream, input: TokenStream) -> TokenStream {
             quote::quote!(#stub #errors)
         }
     }
+}
+
+/// Validates a parsed invocation: every error of its header or its entries, combined.
+pub(crate) fn validate(
+    invocation: &ast::Invocation,
+) -> syn::Result<(model::Layer, Option<embed::Embedded>)> {
+    if let Some(error) = &invocation.header_error {
+        return Err(error.clone());
+    }
+    let layer = model::Layer::from_ast(invocation)?;
+    let embedded = embed::read(&layer)?;
+    Ok((layer, embedded))
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ impl Dtype {
 }
 
 /// The keys of an invocation, in the order the README documents them.
-const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "input",
     "output",
     "kernel",
@@ -342,7 +342,7 @@ fn activations(
 }
 
 /// Exactly `N` sizes, none zero.
-fn sizes<const N: usize>(entry: &Entry, expected: &str) -> syn::Result<[usize; N]> {
+pub(crate) fn sizes<const N: usize>(entry: &Entry, expected: &str) -> syn::Result<[usize; N]> {
     let key = &entry.key;
     let sizes = match &entry.value {
         Value::Sizes(sizes) => sizes,
@@ -623,7 +623,7 @@ fn spanned(tokens: impl ToTokens, message: String) -> Error {
 }
 
 /// The nearest of `candidates` to a misspelling, if it is near enough to be a typo.
-fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (strsim::damerau_levenshtein(&word.to_lowercase(), c), *c))
@@ -633,7 +633,7 @@ fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
 }
 
 /// `` `a`, `b` or `c` ``.
-fn list(words: &[&str]) -> String {
+pub(crate) fn list(words: &[&str]) -> String {
     let quoted: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
     match quoted.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),

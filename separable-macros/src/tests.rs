@@ -14,9 +14,16 @@ fn tokens(src: &str) -> TokenStream {
     src.parse().expect("test input lexes")
 }
 
+/// An expansion function: `crate::expand` for layers, `crate::net::expand` for networks.
+type Expand = fn(&TokenStream, TokenStream) -> TokenStream;
+
 /// The expansion pretty-printed, as a reviewer reads it.
 fn expand_pretty(src: &str) -> String {
-    let out = crate::expand(&quote!(::separable), tokens(src));
+    pretty(crate::expand, src)
+}
+
+fn pretty(expand: Expand, src: &str) -> String {
+    let out = expand(&quote!(::separable), tokens(src));
     let file: syn::File = syn::parse2(out).expect("the expansion is a Rust file");
     prettyplease::unparse(&file)
 }
@@ -48,13 +55,32 @@ const MOBILENET_BLOCK: &str = "
     }
 ";
 
+/// A network of two small blocks: defaults, an override, a block prefix, derives.
+const SMALL_NET: &str = r#"
+    /// Two small blocks.
+    #[derive(Clone, Debug)]
+    pub struct Tiny {
+        input: 4 x 4 x 2,
+        defaults: { kernel: 1, bias: both, activation: relu },
+        blocks: {
+            /// The first block.
+            stem: TinyStem { output: 4 },
+            head: TinyHead { output: 3, bias: none, prefix: "classifier." },
+        }
+    }
+"#;
+
 /// Compares an expansion with `separable-macros/tests/expand/<name>.expanded.rs`;
 /// `SNAPSHOTS=overwrite cargo test -p separable-macros` rewrites the files.
 fn check_snapshot(name: &str, src: &str) {
+    check_snapshot_of(crate::expand, name, src);
+}
+
+fn check_snapshot_of(expand: Expand, name: &str, src: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/expand")
         .join(format!("{name}.expanded.rs"));
-    let actual = expand_pretty(src);
+    let actual = pretty(expand, src);
     if std::env::var_os("SNAPSHOTS").is_some_and(|v| v == "overwrite") {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &actual).unwrap();
@@ -75,6 +101,11 @@ fn seed_expansion_matches_the_snapshot() {
 #[test]
 fn mobilenet_block_expansion_matches_the_snapshot() {
     check_snapshot("mobilenet_block2", MOBILENET_BLOCK);
+}
+
+#[test]
+fn small_net_expansion_matches_the_snapshot() {
+    check_snapshot_of(crate::net::expand, "small_net", SMALL_NET);
 }
 
 #[test]
@@ -378,4 +409,293 @@ fn expansions_stay_small() {
         assert!(n <= budget, "{src} expands to {n} lines (budget {budget})");
     }
     assert!(seed <= budget, "the seed expands to {seed} lines");
+}
+
+/// The messages of the `compile_error!`s of a network's expansion, and the names of the structs
+/// it declares with whether each is a stub (no fields).
+fn net_expansion(src: &str) -> (Vec<String>, Vec<(String, bool)>) {
+    let out = crate::net::expand(&quote!(::separable), tokens(src));
+    let file: syn::File =
+        syn::parse2(out).unwrap_or_else(|e| panic!("not a Rust file ({e}) for {src}"));
+    let mut messages = Vec::new();
+    let mut structs = Vec::new();
+    for item in file.items {
+        match item {
+            syn::Item::Macro(m)
+                if m.mac
+                    .path
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.ident == "compile_error") =>
+            {
+                let literal: syn::LitStr = syn::parse2(m.mac.tokens).expect("one string");
+                messages.push(literal.value());
+            }
+            syn::Item::Struct(s) => structs.push((s.ident.to_string(), s.fields.is_empty())),
+            _ => {}
+        }
+    }
+    (messages, structs)
+}
+
+fn net(body: &str) -> String {
+    format!("pub struct Body {{ {body} }}")
+}
+
+#[test]
+#[allow(clippy::too_many_lines)] // one line per message
+fn net_messages_name_the_problem() {
+    let blocks = "blocks: { b0: B0 { output: 4 }, b1: B1 { output: 8 } }";
+    let cases: Vec<(String, &str)> = vec![
+        (net(blocks), "missing `input`"),
+        (net("input: 8 x 8 x 2"), "missing `blocks`"),
+        (net("input: 8 x 8 x 2, blocks: {}"), "`blocks` is empty"),
+        (
+            net(&format!("input: 8 x 8 x 2, {blocks}, kernel: 3")),
+            "`kernel` is a layer key",
+        ),
+        (
+            net(&format!("input: 8 x 8 x 2, {blocks}, inptu: 3")),
+            "unknown key `inptu`; did you mean `input`?",
+        ),
+        (
+            net(&format!("input: 8 x 8 x 2, {blocks}, foo: 3")),
+            "unknown key `foo`; expected `input`, `defaults` or `blocks`",
+        ),
+        (
+            net(&format!("input: 8 x 8 x 2, input: 8 x 8 x 2, {blocks}")),
+            "duplicate key `input`",
+        ),
+        (
+            net(&format!("input: 8 x 8, {blocks}")),
+            "`input` takes `H x W x C`",
+        ),
+        (
+            net(&format!("input: 8 x 8 x 2, defaults: 3, {blocks}")),
+            "`defaults` takes the layer entries",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: 3"),
+            "`blocks` takes `{ field: Type",
+        ),
+        (
+            net(&format!(
+                "input: 8 x 8 x 2, defaults: {{ input: 8 x 8 x 2 }}, {blocks}"
+            )),
+            "`input` is not a default",
+        ),
+        (
+            net(&format!(
+                "input: 8 x 8 x 2, defaults: {{ prefix: \"a.\" }}, {blocks}"
+            )),
+            "`prefix` is set per block",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0: B0 { output: 4, prefix: 3 } }"),
+            "`prefix` takes a string",
+        ),
+        (
+            net(
+                "input: 8 x 8 x 2, blocks: { b0: B0 { output: 4, prefix: \"a.\", prefix: \"b.\" } }",
+            ),
+            "duplicate key `prefix`",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0: B0 { output: 4 } b1: B1 { output: 4 } }"),
+            "expected `,` after block `b0`",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0: B0 { output: 4 } ; }"),
+            "unexpected `;` after block `b0`",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0 B0 { output: 4 } }"),
+            "expected `:` and the block's type after `b0`",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0: { output: 4 } }"),
+            "expected the block's type name after `b0:`",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0: B0 }"),
+            "expected the block's `{ key: value, .. }` after `B0`",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { struct: B0 { output: 4 } }"),
+            "expected a block such as",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { # b0: B0 { output: 4 } }"),
+            "expected an attribute",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0: Body { output: 4 } }"),
+            "is the network's own name",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0: B0 { output: 4 }, b1: B0 { output: 4 } }"),
+            "duplicate block type `B0`: block `b0` declares it already",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0: B0 { output: 4 }, b0: B1 { output: 4 } }"),
+            "duplicate block field `b0`",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0: B0 { input: 8 x 8 x 3, output: 4 } }"),
+            "block `B0` declares input `8 x 8 x 3` but the network's input is `8 x 8 x 2`",
+        ),
+        (
+            net(
+                "input: 8 x 8 x 2, blocks: { b0: B0 { output: 4 }, b1: B1 { input: 6 x 6 x 5, output: 4 } }",
+            ),
+            "block `B1` declares input `6 x 6 x 5` but `B0` outputs `6 x 6 x 4`",
+        ),
+        (
+            net(
+                "input: 8 x 8 x 2, blocks: { b0: B0 { output: 4, dtype: f64 }, b1: B1 { output: 4 } }",
+            ),
+            "block `B1` takes `f32` tensors but `B0` outputs `f64` tensors",
+        ),
+        (
+            net(
+                "input: 8 x 8 x 2, blocks: { b0: B0 { output: 4 }, b1: B1 { output: 4, kernal: 1 } }",
+            ),
+            "in block `B1`: unknown key `kernal`; did you mean `kernel`?",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0: B0 { } }"),
+            "in block `B0`: missing `output`",
+        ),
+        (
+            net(
+                "input: 8 x 8 x 2, blocks: { b0: B0 { output: 4 }, b1: B1 { output: 4 }, b2: B2 { output: 4 }, b3: B3 { output: 4 } }",
+            ),
+            "in block `B3`: the kernel does not fit: the input height is 2",
+        ),
+        (
+            net("input: 8 x 8 x 2, blocks: { b0: B0 { output: 4, output: 5 } }"),
+            "in block `B0`: duplicate key `output`",
+        ),
+        (
+            "pub struct Body<T> { input: 8 x 8 x 2 }".to_owned(),
+            "take no generic parameters",
+        ),
+        (
+            "pub struct Body;".to_owned(),
+            "expected the network's `{ input: .., defaults: { .. }, blocks: { .. } }`",
+        ),
+        (
+            format!("{} extra", net(&format!("input: 8 x 8 x 2, {blocks}"))),
+            "unexpected tokens after the network's",
+        ),
+    ];
+    for (src, expected) in &cases {
+        let (messages, _) = net_expansion(src);
+        assert!(
+            messages.iter().any(|m| m.contains(expected)),
+            "{src}\n  expected a message containing: {expected}\n  got: {messages:?}"
+        );
+        assert_eq!(messages.len(), 1, "{src}: {messages:?}");
+    }
+}
+
+#[test]
+fn net_blocks_override_defaults_and_follow_each_other() {
+    let src = net(
+        "input: 8 x 8 x 2, defaults: { padding: same, output: 6, bias: both }, \
+                   blocks: { b0: B0 { stride: 2 }, b1: B1 { output: 3, bias: none } }",
+    );
+    let (messages, structs) = net_expansion(&src);
+    assert!(messages.is_empty(), "{messages:?}");
+    assert_eq!(
+        structs,
+        [
+            ("B0".to_owned(), false),
+            ("B1".to_owned(), false),
+            ("Body".to_owned(), false)
+        ]
+    );
+    let text = crate::net::expand(&quote!(::separable), tokens(&src)).to_string();
+    // B0 takes the network's input and outputs 4 x 4 x 6, which B1 takes.
+    assert!(
+        text.contains("pub const INPUT_SHAPE : [usize ; 3] = [8 , 8 , 2]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pub const OUTPUT_SHAPE : [usize ; 3] = [4 , 4 , 6]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pub const INPUT_SHAPE : [usize ; 3] = [4 , 4 , 6]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bias : :: separable :: Bias :: None"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bias : :: separable :: Bias :: Both"),
+        "{text}"
+    );
+}
+
+/// After a failed block the rest are stubs, and so is the network: no cascade of errors about
+/// their inputs, and every type still exists for code that names it.
+#[test]
+fn net_errors_come_with_stubs() {
+    let src = net("input: 8 x 8 x 2, defaults: { padding: same }, \
+                   blocks: { b0: B0 { output: 4 }, b1: B1 { output: 4, stride: 0 }, b2: B2 { output: 4 } }");
+    let (messages, structs) = net_expansion(&src);
+    assert_eq!(
+        messages,
+        ["in block `B1`: `stride` must be at least 1, found 0"]
+    );
+    assert_eq!(
+        structs,
+        [
+            ("B0".to_owned(), false),
+            ("B1".to_owned(), true),
+            ("B2".to_owned(), true),
+            ("Body".to_owned(), true)
+        ]
+    );
+    // A block that does not parse breaks the chain the same way.
+    let src = net(
+        "input: 8 x 8 x 2, blocks: { b0: B0 { output: 4 }, b1: B1 ( output: 4 ), \
+                   b2: B2 { input: 6 x 6 x 4, output: 4 } }",
+    );
+    let (messages, structs) = net_expansion(&src);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(
+        structs,
+        [
+            ("B0".to_owned(), false),
+            ("B1".to_owned(), true),
+            ("B2".to_owned(), true),
+            ("Body".to_owned(), true)
+        ]
+    );
+}
+
+#[test]
+fn net_derives_reach_the_blocks_once() {
+    let src = "#[derive(Clone, Debug)] pub struct Body { input: 4 x 4 x 2, \
+               blocks: { #[derive(Clone)] b0: B0 { output: 4 }, b1: B1 { output: 4 } } }";
+    let out = crate::net::expand(&quote!(::separable), tokens(src));
+    let file: syn::File = syn::parse2(out).unwrap();
+    let derives = |name: &str| -> Vec<String> {
+        file.items
+            .iter()
+            .filter_map(|item| match item {
+                syn::Item::Struct(s) if s.ident == name => Some(s),
+                _ => None,
+            })
+            .flat_map(|s| &s.attrs)
+            .filter(|a| a.path().is_ident("derive"))
+            .map(|a| quote!(#a).to_string())
+            .collect()
+    };
+    assert_eq!(derives("B0"), ["# [derive (Clone)]", "# [derive (Debug)]"]);
+    assert_eq!(derives("B1"), ["# [derive (Clone , Debug)]"]);
+    assert_eq!(derives("Body"), ["# [derive (Clone , Debug)]"]);
 }

@@ -1,0 +1,13 @@
+use separable::separable_net;
+
+separable_net! {
+    pub struct Body {
+        defaults: { padding: 1 },
+        blocks: {
+            b0: Block0 { output: 16 },
+            b1: Block1 { output: 32 },
+        }
+    }
+}
+
+fn main() {}
