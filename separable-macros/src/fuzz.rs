@@ -734,7 +734,11 @@ fn fresh_net(rng: &mut Rng) -> String {
     }
     if rng.one_in(2) {
         let count = rng.below(4);
-        let entries = layer_entries(rng, count);
+        let mut entries = layer_entries(rng, count);
+        // Network keys in `defaults` are errors of their own.
+        if rng.one_in(12) {
+            entries.push(rng.pick(&["input: 4 x 4 x 2", "prefix: \"p.\""]).to_owned());
+        }
         parts.push(format!("defaults: {{ {} }}", entries.join(", ")));
     }
     if !rng.one_in(20) {
