@@ -94,13 +94,8 @@ fn bits<T: separable::Element>(values: &[T]) -> Vec<u64> {
     values.iter().map(|v| v.to_f64().to_bits()).collect()
 }
 
-/// Block `i` baked in: on PyTorch's input to it, its largest difference from PyTorch's output;
-/// and it must equal the same block loaded at run time, weights and outputs bit for bit.
-fn check_block<L: Layer<Elem = f32>>(i: usize, embedded: &L) -> f64 {
-    let runtime: L = ok(
-        L::from_safetensors(FOLDED, &format!("features.{i}.")),
-        L::NAME,
-    );
+/// Both layers hold the same weights and biases, bit for bit.
+fn assert_same_weights<L: Layer>(embedded: &L, runtime: &L) {
     let (a, b) = (embedded.to_pytorch(), runtime.to_pytorch());
     assert_eq!(
         bits(&a.depthwise_weight),
@@ -122,6 +117,16 @@ fn check_block<L: Layer<Elem = f32>>(i: usize, embedded: &L) -> f64 {
         a.pointwise_bias.as_deref().map(bits),
         b.pointwise_bias.as_deref().map(bits)
     );
+}
+
+/// Block `i` baked in: on PyTorch's input to it, its largest difference from PyTorch's output;
+/// and it must equal the same block loaded at run time, weights and outputs bit for bit.
+fn check_block<L: Layer<Elem = f32>>(i: usize, embedded: &L) -> f64 {
+    let runtime: L = ok(
+        L::from_safetensors(FOLDED, &format!("features.{i}.")),
+        L::NAME,
+    );
+    assert_same_weights(embedded, &runtime);
 
     let io = ok(SafetensorsFile::parse(IO), "io file");
     let input_key = if i == 0 {
@@ -271,32 +276,9 @@ dtype_layers! {
 /// The baked-in layer equals the run-time loader's, weights and outputs bit for bit.
 fn same_as_runtime<L: Layer>(file: &[u8], prefix: &str, embedded: &L) {
     let runtime: L = ok(L::from_safetensors(file, prefix), L::NAME);
-    let (a, b) = (embedded.to_pytorch(), runtime.to_pytorch());
-    assert_eq!(
-        bits(&a.depthwise_weight),
-        bits(&b.depthwise_weight),
-        "{}",
-        L::NAME
-    );
-    assert_eq!(
-        bits(&a.pointwise_weight),
-        bits(&b.pointwise_weight),
-        "{}",
-        L::NAME
-    );
-    assert_eq!(
-        a.depthwise_bias.as_deref().map(bits),
-        b.depthwise_bias.as_deref().map(bits)
-    );
-    assert_eq!(
-        a.pointwise_bias.as_deref().map(bits),
-        b.pointwise_bias.as_deref().map(bits)
-    );
-    assert!(
-        a.depthwise_weight.iter().any(|v| v.to_f64() != 0.0),
-        "{}",
-        L::NAME
-    );
+    assert_same_weights(embedded, &runtime);
+    let weights = embedded.to_pytorch().depthwise_weight;
+    assert!(weights.iter().any(|v| v.to_f64() != 0.0), "{}", L::NAME);
     let x = ok(
         L::Input::from_hwc(
             &(0..L::SHAPE.input.iter().product::<usize>())
@@ -355,12 +337,6 @@ separable::separable_net! {
 #[test]
 fn a_network_default_bakes_every_block_in() {
     let runtime = ok(Head::from_safetensors(FOLDED, ""), "Head");
-    let (a, b) = (Head0::embedded().to_pytorch(), runtime.b0.to_pytorch());
-    assert_eq!(bits(&a.pointwise_weight), bits(&b.pointwise_weight));
-    let (a, b) = (Head1::embedded().to_pytorch(), runtime.b1.to_pytorch());
-    assert_eq!(bits(&a.depthwise_weight), bits(&b.depthwise_weight));
-    assert_eq!(
-        a.pointwise_bias.as_deref().map(bits),
-        b.pointwise_bias.as_deref().map(bits)
-    );
+    assert_same_weights(Head0::embedded(), &runtime.b0);
+    assert_same_weights(Head1::embedded(), &runtime.b1);
 }
