@@ -1095,50 +1095,52 @@ fn generate(
                     #forward
                 }
 
-                /// Loads every block from a safetensors file holding a PyTorch state dict, as
-                /// each block's `from_safetensors` does: block `k` reads
-                /// `{prefix}{block prefix}depthwise.weight` and the other tensors of its stages,
-                /// where the block prefix is `"k."` (as `nn.Sequential` names its children)
-                /// unless the block sets `prefix:`.
-                ///
-                #[doc = #load_doc]
-                ///
-                /// # Errors
-                /// `Error::InvalidFile` for bytes that are not a safetensors file, then the first
-                /// block's error, naming the tensor's full key: a missing tensor, a wrong shape or
-                /// dtype, or a bias against the block's `bias:`.
-                pub fn from_safetensors(
-                    bytes: &[u8],
-                    prefix: &str,
-                ) -> ::core::result::Result<Self, #krate::Error> {
-                    let file = __sep::net_safetensors_file(#name_text, "from_safetensors", bytes)?;
-                    Self::load(&file, prefix, "from_safetensors")
-                }
+                __sep::alloc_only! {
+                    /// Loads every block from a safetensors file holding a PyTorch state dict, as
+                    /// each block's `from_safetensors` does: block `k` reads
+                    /// `{prefix}{block prefix}depthwise.weight` and the other tensors of its stages,
+                    /// where the block prefix is `"k."` (as `nn.Sequential` names its children)
+                    /// unless the block sets `prefix:`.
+                    ///
+                    #[doc = #load_doc]
+                    ///
+                    /// # Errors
+                    /// `Error::InvalidFile` for bytes that are not a safetensors file, then the first
+                    /// block's error, naming the tensor's full key: a missing tensor, a wrong shape or
+                    /// dtype, or a bias against the block's `bias:`. (Needs the `alloc` feature.)
+                    pub fn from_safetensors(
+                        bytes: &[u8],
+                        prefix: &str,
+                    ) -> ::core::result::Result<Self, #krate::Error> {
+                        let file = __sep::net_safetensors_file(#name_text, "from_safetensors", bytes)?;
+                        Self::load(&file, prefix, "from_safetensors")
+                    }
 
-                /// [`Self::from_safetensors`] from a file parsed once, e.g. for several
-                /// networks or to read other tensors as well.
-                ///
-                /// # Errors
-                /// As [`Self::from_safetensors`], except that the file is parsed already.
-                pub fn from_safetensors_file(
-                    file: &#krate::SafetensorsFile<'_>,
-                    prefix: &str,
-                ) -> ::core::result::Result<Self, #krate::Error> {
-                    Self::load(file, prefix, "from_safetensors_file")
-                }
+                    /// [`Self::from_safetensors`] from a file parsed once, e.g. for several
+                    /// networks or to read other tensors as well.
+                    ///
+                    /// # Errors
+                    /// As [`Self::from_safetensors`], except that the file is parsed already.
+                    pub fn from_safetensors_file(
+                        file: &__sep::SafetensorsFile<'_>,
+                        prefix: &str,
+                    ) -> ::core::result::Result<Self, #krate::Error> {
+                        Self::load(file, prefix, "from_safetensors_file")
+                    }
 
-                fn load(
-                    file: &#krate::SafetensorsFile<'_>,
-                    prefix: &str,
-                    function: &'static str,
-                ) -> ::core::result::Result<Self, #krate::Error> {
-                    ::core::result::Result::Ok(Self {
-                        #(
-                            #fields: __sep::net_load_block::<#types>(
-                                #name_text, function, file, prefix, #prefix_lits,
-                            )?,
-                        )*
-                    })
+                    fn load(
+                        file: &__sep::SafetensorsFile<'_>,
+                        prefix: &str,
+                        function: &'static str,
+                    ) -> ::core::result::Result<Self, #krate::Error> {
+                        ::core::result::Result::Ok(Self {
+                            #(
+                                #fields: __sep::net_load_block::<#types>(
+                                    #name_text, function, file, prefix, #prefix_lits,
+                                )?,
+                            )*
+                        })
+                    }
                 }
             }
 

@@ -388,6 +388,7 @@ pub trait Layer: Sized {
 ///
 /// # Errors
 /// [`Error::InvalidFile`] as [`SafetensorsFile::parse`].
+#[cfg(feature = "alloc")]
 #[doc(hidden)]
 pub fn net_safetensors_file<'a>(
     item: &'static str,
@@ -403,6 +404,7 @@ pub fn net_safetensors_file<'a>(
 ///
 /// # Errors
 /// As [`Layer::from_safetensors_file`].
+#[cfg(feature = "alloc")]
 #[doc(hidden)]
 pub fn net_load_block<L: Layer>(
     item: &'static str,

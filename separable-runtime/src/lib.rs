@@ -69,6 +69,10 @@ pub mod __private {
         activate, activate_slice, channels, channels_mut, depthwise_tap, depthwise_tap_multiplier,
         pointwise_pixel, tap_range,
     };
+    // `SafetensorsFile` also here: generated networks name it where the root crate may be built
+    // without `alloc` while the runtime has it.
+    #[cfg(feature = "alloc")]
+    pub use crate::import::SafetensorsFile;
     #[cfg(feature = "alloc")]
     pub use crate::layer::{net_load_block, net_safetensors_file};
     pub use crate::parallel::for_each_chunk;

@@ -1099,49 +1099,37 @@ const _: () = {
             let x = self.stem.forward(input);
             self.head.forward(&x)
         }
-        /// Loads every block from a safetensors file holding a PyTorch state dict, as
-        /// each block's `from_safetensors` does: block `k` reads
-        /// `{prefix}{block prefix}depthwise.weight` and the other tensors of its stages,
-        /// where the block prefix is `"k."` (as `nn.Sequential` names its children)
-        /// unless the block sets `prefix:`.
-        ///
-        /// Block prefixes: `stem` `{prefix}0.`, `head` `{prefix}classifier.`.
-        ///
-        /// # Errors
-        /// `Error::InvalidFile` for bytes that are not a safetensors file, then the first
-        /// block's error, naming the tensor's full key: a missing tensor, a wrong shape or
-        /// dtype, or a bias against the block's `bias:`.
-        pub fn from_safetensors(
-            bytes: &[u8],
-            prefix: &str,
-        ) -> ::core::result::Result<Self, ::separable::Error> {
-            let file = __sep::net_safetensors_file("Tiny", "from_safetensors", bytes)?;
-            Self::load(&file, prefix, "from_safetensors")
-        }
-        /// [`Self::from_safetensors`] from a file parsed once, e.g. for several
-        /// networks or to read other tensors as well.
-        ///
-        /// # Errors
-        /// As [`Self::from_safetensors`], except that the file is parsed already.
-        pub fn from_safetensors_file(
-            file: &::separable::SafetensorsFile<'_>,
-            prefix: &str,
-        ) -> ::core::result::Result<Self, ::separable::Error> {
-            Self::load(file, prefix, "from_safetensors_file")
-        }
-        fn load(
-            file: &::separable::SafetensorsFile<'_>,
-            prefix: &str,
-            function: &'static str,
-        ) -> ::core::result::Result<Self, ::separable::Error> {
-            ::core::result::Result::Ok(Self {
-                stem: __sep::net_load_block::<
-                    TinyStem,
-                >("Tiny", function, file, prefix, "0.")?,
-                head: __sep::net_load_block::<
-                    TinyHead,
-                >("Tiny", function, file, prefix, "classifier.")?,
-            })
+        __sep::alloc_only! {
+            #[doc =
+            r" Loads every block from a safetensors file holding a PyTorch state dict, as"]
+            #[doc = r" each block's `from_safetensors` does: block `k` reads"] #[doc =
+            r" `{prefix}{block prefix}depthwise.weight` and the other tensors of its stages,"]
+            #[doc =
+            r#" where the block prefix is `"k."` (as `nn.Sequential` names its children)"#]
+            #[doc = r" unless the block sets `prefix:`."] #[doc = r""] #[doc =
+            " Block prefixes: `stem` `{prefix}0.`, `head` `{prefix}classifier.`."] #[doc
+            = r""] #[doc = r" # Errors"] #[doc =
+            r" `Error::InvalidFile` for bytes that are not a safetensors file, then the first"]
+            #[doc =
+            r" block's error, naming the tensor's full key: a missing tensor, a wrong shape or"]
+            #[doc =
+            r" dtype, or a bias against the block's `bias:`. (Needs the `alloc` feature.)"]
+            pub fn from_safetensors(bytes : & [u8], prefix : & str,) ->
+            ::core::result::Result < Self, ::separable::Error > { let file =
+            __sep::net_safetensors_file("Tiny", "from_safetensors", bytes) ?;
+            Self::load(& file, prefix, "from_safetensors") } #[doc =
+            r" [`Self::from_safetensors`] from a file parsed once, e.g. for several"]
+            #[doc = r" networks or to read other tensors as well."] #[doc = r""] #[doc =
+            r" # Errors"] #[doc =
+            r" As [`Self::from_safetensors`], except that the file is parsed already."]
+            pub fn from_safetensors_file(file : & __sep::SafetensorsFile < '_ >, prefix :
+            & str,) -> ::core::result::Result < Self, ::separable::Error > {
+            Self::load(file, prefix, "from_safetensors_file") } fn load(file : &
+            __sep::SafetensorsFile < '_ >, prefix : & str, function : & 'static str,) ->
+            ::core::result::Result < Self, ::separable::Error > {
+            ::core::result::Result::Ok(Self { stem : __sep::net_load_block:: < TinyStem >
+            ("Tiny", function, file, prefix, "0.",) ?, head : __sep::net_load_block:: <
+            TinyHead > ("Tiny", function, file, prefix, "classifier.",) ?, }) }
         }
     }
     impl ::core::fmt::Display for Tiny {

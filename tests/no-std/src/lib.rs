@@ -119,3 +119,22 @@ pub fn tiny_tensor() -> Result<Tensor<3, 3, 4>, Error> {
     let input = Tensor::<5, 5, 3>::from_hwc(&TINY_INPUT)?;
     Ok(tiny()?.forward(&input))
 }
+
+separable::separable_net! {
+    /// Two small blocks as a network: networks compile without `alloc` too (their
+    /// `from_safetensors` needs it and is left out).
+    pub struct Pair {
+        input: 6 x 6 x 2,
+        defaults: { padding: same, bias: both, activation: relu },
+        blocks: {
+            first: PairFirst { output: 4 },
+            second: PairSecond { output: 3, stride: 2 },
+        }
+    }
+}
+
+/// The network with zero weights on a filled input: every output is zero (the biases are zero).
+#[must_use]
+pub fn pair_of_zeros() -> Tensor<3, 3, 3> {
+    Pair::zeroed().forward(&Tensor::filled(1.0))
+}

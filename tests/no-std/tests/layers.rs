@@ -349,3 +349,13 @@ fn building_and_running_the_layers_fits_in_a_small_stack() {
     });
     assert!(strips_out.iter().chain(&tiny_out).all(|v| v.is_finite()));
 }
+
+#[test]
+fn a_network_runs_without_alloc() {
+    let y = separable_no_std_test::pair_of_zeros();
+    assert!(y.as_slice().iter().all(|&v| v == 0.0));
+    assert_eq!(
+        separable_no_std_test::Pair::PARAMS,
+        separable_no_std_test::PairFirst::PARAMS + separable_no_std_test::PairSecond::PARAMS
+    );
+}
