@@ -119,6 +119,8 @@ impl Errors {
 #[derive(Default)]
 struct Entries<'a> {
     by_key: Vec<(&'static str, &'a Entry)>,
+    /// Keys suggested for misspelled ones (`outptu` → `output`): not reported missing as well.
+    suggested: Vec<&'static str>,
 }
 
 impl<'a> Entries<'a> {
@@ -154,7 +156,10 @@ fn index_entries<'a>(entries: &'a [Entry], errors: &mut Errors) -> Entries<'a> {
         let key = entry.key.to_string();
         let Some(&known) = KEYS.iter().find(|k| **k == key) else {
             let message = match suggest(&key, KEYS) {
-                Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
+                Some(near) => {
+                    index.suggested.push(near);
+                    format!("unknown key `{key}`; did you mean `{near}`?")
+                }
                 None => format!("unknown key `{key}`; expected one of {}", list(KEYS)),
             };
             errors.push(Error::new(entry.key.span(), message));
@@ -177,10 +182,12 @@ fn validate(entries: &Entries<'_>, name_span: Span, errors: &mut Errors) -> Opti
     let input = if let Some(entry) = entries.get("input") {
         errors.read(entry, |e| sizes::<3>(e, "`H x W x C`, e.g. `5 x 5 x 3`"))
     } else {
-        errors.push(Error::new(
-            name_span,
-            "missing `input`; add e.g. `input: 5 x 5 x 3` (height x width x channels)",
-        ));
+        if !entries.suggested.contains(&"input") {
+            errors.push(Error::new(
+                name_span,
+                "missing `input`; add e.g. `input: 5 x 5 x 3` (height x width x channels)",
+            ));
+        }
         None
     };
     // `output: 4 x 4`
@@ -189,10 +196,12 @@ fn validate(entries: &Entries<'_>, name_span: Span, errors: &mut Errors) -> Opti
             sizes::<1>(e, "the number of output channels, e.g. `4`")
         })
     } else {
-        errors.push(Error::new(
-            name_span,
-            "missing `output`; add e.g. `output: 4` (pointwise output channels)",
-        ));
+        if !entries.suggested.contains(&"output") {
+            errors.push(Error::new(
+                name_span,
+                "missing `output`; add e.g. `output: 4` (pointwise output channels)",
+            ));
+        }
         None
     };
     // `kernel: 0`, `stride: 1 x 2 x 3`

@@ -355,6 +355,9 @@ fn one_mistake_one_message() {
         "struct L { input: 5x5x3 output: 4 }",
         "struct L { input: 5x5x3, padding: same output: 4 }",
         "struct L { input: 99999999999999999999999 x 5 x 3, output: 4 }",
+        // A misspelled required key is not reported missing as well.
+        "struct L { input: 5x5x3, outptu: 4 }",
+        "struct L { inptu: 5x5x3, output: 4 }",
     ] {
         let found = errors(src);
         assert_eq!(found.len(), 1, "{src}: {found:?}");
