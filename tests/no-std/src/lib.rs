@@ -138,3 +138,19 @@ separable::separable_net! {
 pub fn pair_of_zeros() -> Tensor<3, 3, 3> {
     Pair::zeroed().forward(&Tensor::filled(1.0))
 }
+
+separable_conv! {
+    /// A layer whose weights are baked in at compile time: a `static`, no heap, no file access.
+    pub struct Baked {
+        input: 4 x 4 x 2, output: 3, multiplier: 2, kernel: 3 x 2, padding: same, bias: both,
+        weights: "../data/embed_dtypes.safetensors", prefix: "bf16.",
+    }
+}
+
+/// Runs [`Baked::embedded`] on `input` into `output` (HWC slices of 32 and 48 elements).
+///
+/// # Errors
+/// `Error::Length` if a slice has the wrong length.
+pub fn run_baked(input: &[f32], output: &mut [f32]) -> Result<(), Error> {
+    Baked::embedded().forward_slices(input, output)
+}

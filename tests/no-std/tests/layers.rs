@@ -359,3 +359,29 @@ fn a_network_runs_without_alloc() {
         separable_no_std_test::PairFirst::PARAMS + separable_no_std_test::PairSecond::PARAMS
     );
 }
+
+#[test]
+fn a_baked_in_layer_runs_without_alloc() {
+    // Same weights loaded by hand from the layer's own accessors: the static layer's outputs
+    // must be those of a layer built by `from_pytorch` from them.
+    use separable_no_std_test::Baked;
+    let baked = Baked::embedded();
+    let dw: Vec<f32> = baked
+        .depthwise_weight()
+        .iter()
+        .flatten()
+        .flatten()
+        .copied()
+        .collect();
+    assert!(
+        dw.iter().any(|&v| v != 0.0),
+        "the baked-in weights are zero"
+    );
+    let input: Vec<f32> = (0..32).map(|i| (i % 5) as f32 - 2.0).collect();
+    let mut output = [f32::NAN; 48];
+    separable_no_std_test::run_baked(&input, &mut output).unwrap();
+    let x = Tensor::<4, 4, 2>::from_hwc(&input).unwrap();
+    assert_eq!(baked.forward(&x).as_slice(), &output[..]);
+    assert!(output.iter().all(|v| v.is_finite()));
+    assert!(separable_no_std_test::run_baked(&input[1..], &mut output).is_err());
+}
