@@ -10,6 +10,9 @@
 use crate::kernel::Aligned;
 use crate::weights::packed_index;
 
+/// Output channels per packed panel of pointwise weights.
+const PANEL: usize = separable_shape::POINTWISE_PANEL;
+
 /// The element type of a tensor in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileDtype {
@@ -98,6 +101,9 @@ macro_rules! decoders {
 
         /// Pointwise weights from PyTorch's `[N, K, 1, 1]` to a layer's packed panels of
         /// `LEN` elements (the padding of the last panel stays zero).
+        ///
+        /// Writes the panels in order, so each step is one read and one store; the position
+        /// is checked against [`packed_index`], the layout's definition, once per panel row.
         #[must_use]
         #[allow(clippy::cast_possible_truncation)]
         pub const fn $pointwise<const LEN: usize>(
@@ -108,15 +114,23 @@ macro_rules! decoders {
             n_total: usize,
         ) -> Aligned<[$t; LEN]> {
             let mut out = Aligned([0.0; LEN]);
-            let mut n = 0;
-            while n < n_total {
+            let mut dest = 0;
+            let mut panel_start = 0;
+            while panel_start < n_total {
                 let mut k = 0;
                 while k < k_total {
-                    out.0[packed_index(k, n, k_total)] =
-                        read(bytes, offset, dtype, n * k_total + k) as $t;
+                    assert!(dest == packed_index(k, panel_start, k_total));
+                    let mut n = panel_start;
+                    while n < panel_start + PANEL {
+                        if n < n_total {
+                            out.0[dest] = read(bytes, offset, dtype, n * k_total + k) as $t;
+                        }
+                        dest += 1;
+                        n += 1;
+                    }
                     k += 1;
                 }
-                n += 1;
+                panel_start += PANEL;
             }
             out
         }
