@@ -103,7 +103,7 @@ macro_rules! decoders {
         /// `LEN` elements (the padding of the last panel stays zero).
         ///
         /// Writes the panels in order, so each step is one read and one store; the position
-        /// is checked against [`packed_index`], the layout's definition, once per panel row.
+        /// is checked against the packed index (the layout's definition) once per panel row.
         #[must_use]
         #[allow(clippy::cast_possible_truncation)]
         pub const fn $pointwise<const LEN: usize>(
