@@ -75,23 +75,8 @@ const BASES: &[&str] = &[
      stride: 1 x 7, dilation: 1 x 3, padding: 0 x 45, multiplier: 5 }",
 ];
 
-/// The keys `separable_conv!` knows.
-const KEYS: &[&str] = &[
-    "input",
-    "output",
-    "kernel",
-    "stride",
-    "dilation",
-    "padding",
-    "multiplier",
-    "bias",
-    "activation",
-    "depthwise_activation",
-    "pointwise_activation",
-    "dtype",
-    "weights",
-    "prefix",
-];
+/// The keys `separable_conv!` knows: the validator's own list.
+use crate::model::KEYS;
 
 /// Words that are values, keys, keywords, near misses and identifiers the size syntax reads.
 const WORDS: &[&str] = &[
