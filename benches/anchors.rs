@@ -6,8 +6,9 @@
 //! ```
 //! `<data dir>` holds `<layer>_{x,wdw,wpw,ydw,y}.bin` (little-endian f32; x HWC, wdw
 //! `[3][3][C]`, wpw `[C][OUT]`, references `ydw` and `y`). Prints
-//! `anchor,layer,part,median_us,min_us,gflops` rows (part = dw | pw | full) on stdout, and the
-//! largest error against the references on stderr. Timing: warm-up `WARM_S` (0.15 s), then
+//! `anchor,layer,part,median_us,min_us,gflops` rows on stdout (part = dw | pw | full, and with
+//! the `rayon` feature parallel: `forward_into_parallel` on every core), and the largest error
+//! against the references on stderr. Timing: warm-up `WARM_S` (0.15 s), then
 //! per-call times for `MEAS_S` (0.5 s) and at least `MIN_ITER` (15) calls; median and min.
 
 use std::hint::black_box;
@@ -142,6 +143,15 @@ where
         shape.macs,
         time(config, || layer.run_forward(black_box(&input), &mut output)),
     );
+    if cfg!(feature = "rayon") {
+        row(
+            "parallel",
+            shape.macs,
+            time(config, || {
+                layer.run_forward_parallel(black_box(&input), &mut output);
+            }),
+        );
+    }
 }
 
 /// What the bench needs of a layer beyond `Layer`: buffers and `_into` calls.
@@ -155,6 +165,7 @@ trait Forward: Layer<Elem = f32> {
     fn run_depthwise(&self, input: &Self::Input, out: &mut Self::Depthwise);
     fn run_pointwise(&self, depthwise: &Self::Depthwise, out: &mut Self::Output);
     fn run_forward(&self, input: &Self::Input, out: &mut Self::Output);
+    fn run_forward_parallel(&self, input: &Self::Input, out: &mut Self::Output);
 }
 
 macro_rules! forward {
@@ -189,6 +200,9 @@ macro_rules! forward {
             }
             fn run_forward(&self, input: &Self::Input, out: &mut Self::Output) {
                 self.forward_into(input, out);
+            }
+            fn run_forward_parallel(&self, input: &Self::Input, out: &mut Self::Output) {
+                self.forward_into_parallel(input, out);
             }
         }
     )*};
