@@ -10,12 +10,14 @@
 //! the `rayon` feature parallel: `forward_into_parallel` on every core), and the largest error
 //! against the references on stderr. Timing: warm-up `WARM_S` (0.15 s), then
 //! per-call times for `MEAS_S` (0.5 s) and at least `MIN_ITER` (15) calls; median and min.
+//! `ISA=avx512|avx2|portable` forces one instruction set (default: the one `Isa::detect`
+//! picks), so the paths a CPU without AVX-512 would run can be timed in the same session.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use separable::{Layer, Tensor, separable_conv};
+use separable::{Isa, Layer, Tensor, separable_conv};
 
 separable_conv! { struct Seed { input: 5 x 5 x 3, output: 4, padding: same } }
 separable_conv! { struct Mb1 { input: 112 x 112 x 32, output: 64, padding: same } }
@@ -26,6 +28,7 @@ separable_conv! { struct Mb7 { input: 14 x 14 x 512, output: 512, padding: same 
 separable_conv! { struct Mb13 { input: 7 x 7 x 1024, output: 1024, padding: same } }
 
 struct Config {
+    isa: Isa,
     warm: Duration,
     measure: Duration,
     min_iter: usize,
@@ -97,6 +100,7 @@ where
     let y_ref = read_f32(&file("y"));
     assert_eq!(x.len(), h * w * c, "{name}: input size");
     let layer = L::from_hwc_weights(&wdw, &wpw);
+    let isa = config.isa;
     let (mut input, mut depthwise, mut output) = L::buffers();
     L::fill(&mut input, &x);
     L::fill_depthwise(&mut depthwise, &ydw_ref);
@@ -104,12 +108,12 @@ where
     let flops = |macs: usize| 2.0 * macs as f64;
     let anchor = format!("separable{tag}");
 
-    layer.run_depthwise(&input, &mut depthwise);
+    layer.run_depthwise(isa, &input, &mut depthwise);
     let dw_err = max_rel_error(L::depthwise_slice(&depthwise), &ydw_ref);
     L::fill_depthwise(&mut depthwise, &ydw_ref);
-    layer.run_pointwise(&depthwise, &mut output);
+    layer.run_pointwise(isa, &depthwise, &mut output);
     let pw_err = max_rel_error(L::output_slice(&output), &y_ref);
-    layer.run_forward(&input, &mut output);
+    layer.run_forward(isa, &input, &mut output);
     let full_err = max_rel_error(L::output_slice(&output), &y_ref);
     eprintln!(
         "{anchor} {name}: max error / max |ref|: dw {dw_err:.2e}, pw {pw_err:.2e}, full {full_err:.2e}"
@@ -127,7 +131,7 @@ where
         "dw",
         shape.depthwise_macs,
         time(config, || {
-            layer.run_depthwise(black_box(&input), &mut depthwise);
+            layer.run_depthwise(isa, black_box(&input), &mut depthwise);
         }),
     );
     L::fill_depthwise(&mut depthwise, &ydw_ref);
@@ -135,15 +139,17 @@ where
         "pw",
         shape.pointwise_macs,
         time(config, || {
-            layer.run_pointwise(black_box(&depthwise), &mut output);
+            layer.run_pointwise(isa, black_box(&depthwise), &mut output);
         }),
     );
     row(
         "full",
         shape.macs,
-        time(config, || layer.run_forward(black_box(&input), &mut output)),
+        time(config, || {
+            layer.run_forward(isa, black_box(&input), &mut output)
+        }),
     );
-    if cfg!(feature = "rayon") {
+    if cfg!(feature = "rayon") && isa == Isa::detect() {
         row(
             "parallel",
             shape.macs,
@@ -162,9 +168,9 @@ trait Forward: Layer<Elem = f32> {
     fn fill_depthwise(depthwise: &mut Self::Depthwise, values: &[f32]);
     fn depthwise_slice(depthwise: &Self::Depthwise) -> &[f32];
     fn output_slice(output: &Self::Output) -> &[f32];
-    fn run_depthwise(&self, input: &Self::Input, out: &mut Self::Depthwise);
-    fn run_pointwise(&self, depthwise: &Self::Depthwise, out: &mut Self::Output);
-    fn run_forward(&self, input: &Self::Input, out: &mut Self::Output);
+    fn run_depthwise(&self, isa: Isa, input: &Self::Input, out: &mut Self::Depthwise);
+    fn run_pointwise(&self, isa: Isa, depthwise: &Self::Depthwise, out: &mut Self::Output);
+    fn run_forward(&self, isa: Isa, input: &Self::Input, out: &mut Self::Output);
     fn run_forward_parallel(&self, input: &Self::Input, out: &mut Self::Output);
 }
 
@@ -192,14 +198,14 @@ macro_rules! forward {
             fn output_slice(output: &Self::Output) -> &[f32] {
                 output.as_slice()
             }
-            fn run_depthwise(&self, input: &Self::Input, out: &mut Self::Depthwise) {
-                self.depthwise_into(input, out);
+            fn run_depthwise(&self, isa: Isa, input: &Self::Input, out: &mut Self::Depthwise) {
+                self.depthwise_into_with(isa, input, out);
             }
-            fn run_pointwise(&self, depthwise: &Self::Depthwise, out: &mut Self::Output) {
-                self.pointwise_into(depthwise, out);
+            fn run_pointwise(&self, isa: Isa, depthwise: &Self::Depthwise, out: &mut Self::Output) {
+                self.pointwise_into_with(isa, depthwise, out);
             }
-            fn run_forward(&self, input: &Self::Input, out: &mut Self::Output) {
-                self.forward_into(input, out);
+            fn run_forward(&self, isa: Isa, input: &Self::Input, out: &mut Self::Output) {
+                self.forward_into_with(isa, input, out);
             }
             fn run_forward_parallel(&self, input: &Self::Input, out: &mut Self::Output) {
                 self.forward_into_parallel(input, out);
@@ -219,7 +225,16 @@ fn main() {
         PathBuf::from,
     );
     let tag = args.get(1).map(|t| format!("-{t}")).unwrap_or_default();
+    let isa = match std::env::var("ISA").as_deref() {
+        Ok("avx512") => Isa::Avx512,
+        Ok("avx2") => Isa::Avx2,
+        Ok("portable") => Isa::Portable,
+        Ok(other) if !other.is_empty() => panic!("ISA={other}: expected avx512, avx2 or portable"),
+        _ => Isa::detect(),
+    };
+    assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
     let config = Config {
+        isa,
         warm: Duration::from_secs_f64(env_f64("WARM_S", 0.15)),
         measure: Duration::from_secs_f64(env_f64("MEAS_S", 0.5)),
         min_iter: env_usize("MIN_ITER", 15),
