@@ -250,10 +250,12 @@ impl Microkernels for f64 {
     }
 }
 
-/// Rows of pixels per portable microkernel call.
+/// Rows of pixels per portable microkernel call: `4 x 16` `f32` accumulators take 16 of the 32
+/// vector registers of 64-bit Arm, leaving room for a row of weights.
 const PORTABLE_MR: usize = 4;
 
-/// The portable path: the same panel order, `PORTABLE_MR x PANEL` tiles on arrays.
+/// The portable path: the same panel order, `MR x PANEL` tiles of fixed-size arrays, so the
+/// accumulators stay in registers and the compiler vectorises across the panel's lanes.
 fn portable<T: Element, const KB: usize, const K: usize, const N: usize>(
     block: &Block<'_, T>,
     init: Option<&[T]>,
@@ -265,35 +267,73 @@ fn portable<T: Element, const KB: usize, const K: usize, const N: usize>(
         k0,
         packed,
     } = *block;
+    let a = &a.as_chunks::<KB>().0[..pixels];
     for (panel, weights) in packed.chunks_exact(K * PANEL).enumerate() {
         let n0 = panel * PANEL;
-        let width = PANEL.min(N - n0);
-        let weights = &weights[k0 * PANEL..(k0 + KB) * PANEL];
+        let Some(weights) = weights[k0 * PANEL..]
+            .as_chunks::<PANEL>()
+            .0
+            .first_chunk::<KB>()
+        else {
+            unreachable!("pointwise_block checked the channel block against the weights")
+        };
         let mut p0 = 0;
         while p0 < pixels {
+            let tile = PortableTile {
+                a: &a[p0..],
+                weights,
+                init,
+                p0,
+                n0,
+            };
             let rows = PORTABLE_MR.min(pixels - p0);
-            let mut acc = [[T::ZERO; PANEL]; PORTABLE_MR];
-            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                let dst = &out[(p0 + r) * N + n0..][..width];
-                let start: &[T] = match init {
-                    Some([]) => &[],
-                    Some(bias) => &bias[n0..n0 + width],
-                    None => dst,
-                };
-                acc[..start.len()].copy_from_slice(start);
-            }
-            for (kk, w) in weights.chunks_exact(PANEL).enumerate() {
-                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                    let av = a[(p0 + r) * KB + kk];
-                    for (acc, &wv) in acc.iter_mut().zip(w) {
-                        *acc = *acc + av * wv;
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate().take(rows) {
-                out[(p0 + r) * N + n0..][..width].copy_from_slice(&acc[..width]);
+            match rows {
+                1 => tile.run::<N, 1>(out),
+                2 => tile.run::<N, 2>(out),
+                3 => tile.run::<N, 3>(out),
+                _ => tile.run::<N, PORTABLE_MR>(out),
             }
             p0 += rows;
+        }
+    }
+}
+
+/// One portable tile: pixels `p0 ..` (rows of `a` from `p0`), outputs `n0 .. n0 + PANEL`.
+struct PortableTile<'a, T, const KB: usize> {
+    a: &'a [[T; KB]],
+    weights: &'a [[T; PANEL]; KB],
+    init: Option<&'a [T]>,
+    p0: usize,
+    n0: usize,
+}
+
+impl<T: Element, const KB: usize> PortableTile<'_, T, KB> {
+    /// `MR` pixels by one panel into `out` (`pixels x N`).
+    #[inline(always)]
+    fn run<const N: usize, const MR: usize>(&self, out: &mut [T]) {
+        let width = PANEL.min(N - self.n0);
+        let Some(a) = self.a.first_chunk::<MR>() else {
+            unreachable!("the tile's rows are inside the block")
+        };
+        let mut acc = [[T::ZERO; PANEL]; MR];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let start: &[T] = match self.init {
+                Some([]) => &[],
+                Some(bias) => &bias[self.n0..self.n0 + width],
+                None => &out[(self.p0 + r) * N + self.n0..][..width],
+            };
+            acc[..start.len()].copy_from_slice(start);
+        }
+        for (kk, w) in self.weights.iter().enumerate() {
+            for (acc, a) in acc.iter_mut().zip(a) {
+                let av = a[kk];
+                for (acc, &wv) in acc.iter_mut().zip(w) {
+                    *acc = *acc + av * wv;
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            out[(self.p0 + r) * N + self.n0..][..width].copy_from_slice(&acc[..width]);
         }
     }
 }
