@@ -7,9 +7,9 @@
 //! `<data dir>` holds `<layer>_{x,wdw,wpw,ydw,y}.bin` (little-endian f32; x HWC, wdw
 //! `[3][3][C]`, wpw `[C][OUT]`, references `ydw` and `y`). Prints
 //! `anchor,layer,part,median_us,min_us,gflops` rows on stdout (part = dw | pw | full, and with
-//! the `rayon` feature parallel: `forward_into_parallel` on every core), and the largest error
-//! against the references on stderr. Timing: warm-up `WARM_S` (0.15 s), then
-//! per-call times for `MEAS_S` (0.5 s) and at least `MIN_ITER` (15) calls; median and min.
+//! the `rayon` feature and more than one core, parallel: `forward_into_parallel` on every core),
+//! and the largest error against the references on stderr. Timing: warm-up `WARM_S` (0.15 s),
+//! then per-call times for `MEAS_S` (0.5 s) and at least `MIN_ITER` (15) calls; median and min.
 //! `ISA=avx512|avx2|portable` forces one instruction set (default: the one `Isa::detect`
 //! picks), so the paths a CPU without AVX-512 would run can be timed in the same session.
 
@@ -149,7 +149,9 @@ where
             layer.run_forward(isa, black_box(&input), &mut output)
         }),
     );
-    if cfg!(feature = "rayon") && isa == Isa::detect() {
+    // Only where there is more than one core to spread over (not under `taskset -c 1`).
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if cfg!(feature = "rayon") && isa == Isa::detect() && cores > 1 {
         row(
             "parallel",
             shape.macs,
