@@ -146,7 +146,7 @@ where
         "full",
         shape.macs,
         time(config, || {
-            layer.run_forward(isa, black_box(&input), &mut output)
+            layer.run_forward(isa, black_box(&input), &mut output);
         }),
     );
     // Only where there is more than one core to spread over (not under `taskset -c 1`).
