@@ -562,8 +562,10 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
     }
 }
 
-/// The public stages. Tiny layers run per pixel; the others tile by strips and channel
-/// blocks and run under `__sep::dispatch`, which compiles them for the CPU's instruction set.
+/// The public stages. Unrolled tiny layers run per pixel; planar tiny layers run on channel
+/// planes and the others tile by strips and channel blocks, both under `__sep::dispatch`, which
+/// compiles them for the CPU's instruction set (the pointwise stage alone of a tiny layer runs
+/// per pixel).
 fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
     let Ctx {
         krate,
@@ -767,7 +769,7 @@ fn kernels(ctx: &Ctx<'_>) -> TokenStream {
     }
 }
 
-/// Tiny layers: every output pixel's depthwise window unrolled with literal indices, and each
+/// Unrolled tiny layers: every output pixel's depthwise window unrolled with literal indices, and each
 /// pixel handed straight to the pointwise stage.
 fn pixel_kernels(ctx: &Ctx<'_>) -> TokenStream {
     let layer = ctx.layer;

@@ -1,11 +1,17 @@
 //! The unroll policy: which output positions get straight-line code and which get loops.
 //!
-//! Two layouts of the depthwise stage, chosen per layer so the emitted code stays bounded:
+//! Three layouts of the depthwise stage, chosen per layer so the emitted code stays bounded.
+//! Tiny layers have at most [`UNROLL_POSITIONS`] output positions and at most [`UNROLL_TAPS`]
+//! taps in total:
 //!
-//! * **Unrolled** (tiny layers such as the seed): every output position is its own block
-//!   holding exactly the taps that land inside the input, all indices literal. Chosen when the
-//!   layer has at most [`UNROLL_POSITIONS`] output positions and at most [`UNROLL_TAPS`] taps in
-//!   total.
+//! * **Planar** (tiny layers with few channels, such as the seed): at most [`PLANAR_CHANNELS`]
+//!   depthwise channels, too few to vectorise across, and planes of at most
+//!   [`PLANAR_POSITIONS`]. The input goes into zero-padded channel planes and each depthwise
+//!   channel is one flat run over them, vectorised across positions (see [`Planar`] and
+//!   `separable_runtime::planar`); strided layers compute the stride-1 run and read every
+//!   stride-th position, which costs little at this size. One call with literal sizes.
+//! * **Unrolled** (the other tiny layers, whose pixels fill vectors): every output position is
+//!   its own block holding exactly the taps that land inside the input, all indices literal.
 //! * **Strips** (everything else): the output is computed a strip of rows and a block of
 //!   channels at a time (see [`Strips`]). In each row, the interior run, where every tap of the
 //!   window is inside the input, is one call of the depthwise row microkernel with the window's
