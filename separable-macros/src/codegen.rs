@@ -912,13 +912,13 @@ fn planar_kernels(ctx: &Ctx<'_>, planar: Planar) -> TokenStream {
         }
 
         #[inline(always)]
-        fn forward_planes(&self, x: &#input, out: &mut #output) {
-            __sep::planar_forward::<#generics>(&Self::PLANES, &self.planar_weights(), x, out);
+        fn forward_planes(&self, isa: __sep::Isa, x: &#input, out: &mut #output) {
+            __sep::planar_forward::<#generics>(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
 
         #[inline(always)]
-        fn depthwise_planes(&self, x: &#input, out: &mut #depthwise) {
-            __sep::planar_depthwise::<#generics>(&Self::PLANES, &self.planar_weights(), x, out);
+        fn depthwise_planes(&self, isa: __sep::Isa, x: &#input, out: &mut #depthwise) {
+            __sep::planar_depthwise::<#generics>(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
 
         #pointwise
@@ -1202,8 +1202,8 @@ fn planar_kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
         impl __sep::Kernel for __Forward<'_> {
             type Output = ();
             #[inline(always)]
-            fn run(self, _: __sep::Isa) {
-                self.layer.forward_planes(self.x, self.out);
+            fn run(self, isa: __sep::Isa) {
+                self.layer.forward_planes(isa, self.x, self.out);
             }
         }
 
@@ -1216,8 +1216,8 @@ fn planar_kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
         impl __sep::Kernel for __Depthwise<'_> {
             type Output = ();
             #[inline(always)]
-            fn run(self, _: __sep::Isa) {
-                self.layer.depthwise_planes(self.x, self.out);
+            fn run(self, isa: __sep::Isa) {
+                self.layer.depthwise_planes(isa, self.x, self.out);
             }
         }
     }

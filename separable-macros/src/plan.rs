@@ -120,7 +120,7 @@ pub(crate) enum Depthwise {
 /// their channels (one AVX2 vector of `f32` holds 8).
 pub(crate) const PLANAR_CHANNELS: usize = 8;
 /// Largest plane, in positions, of a layer computed in planes: bounds the stack scratch of
-/// `C·P + C·M·L + L` elements and the positions computed and thrown away (padding columns, and
+/// `C·P + C·M·L` elements and the positions computed and thrown away (padding columns, and
 /// the rows and columns a stride skips).
 pub(crate) const PLANAR_POSITIONS: usize = 256;
 /// Runs are a whole number of this many positions, so they split into full vectors

@@ -8,26 +8,68 @@
 //! w[kh][kw] * plane[i + kh·DH·stride + kw·DW]`: a whole-array multiply-add per tap, which the
 //! compiler vectorises across positions. Position `i = oh·SH·stride + ow·SW` of the run is output
 //! `(oh, ow)`; the other positions (the padding columns, and the rows and columns a stride skips)
-//! are computed and never read. The pointwise stage works on the runs the same way, one output
-//! channel at a time, and writes each output channel back into the HWC output.
+//! are computed and never read. The depthwise sums of a block of positions stay in registers
+//! across the taps (a block is one vector: 16 `f32` with AVX-512, 8 otherwise). The pointwise
+//! stage then reads the runs output pixel by output pixel, writing each pixel's `N` channels.
 //!
 //! Every sum is taken in the order of the per-pixel code (bias, then the taps `kh`, `kw`
-//! ascending, then the depthwise channels ascending), and taps on padding add `0 * w`, which is
-//! zero for a finite weight; a non-finite depthwise weight instead takes a slower path that skips
-//! the taps on padding, so `NaN` and infinities reach exactly the outputs whose window covers an
-//! input pixel with that tap.
+//! ascending, then the depthwise channels ascending); with AVX2 or AVX-512 (and the `std`
+//! feature) each step is a fused multiply-add, so the instruction sets agree to its rounding.
+//! Taps on padding add `0 * w`, which is zero for a finite weight; a non-finite depthwise weight
+//! instead takes a slower path that skips the taps on padding, so `NaN` and infinities reach
+//! exactly the outputs whose window covers an input pixel with that tap.
 //!
 //! Every array length is a const generic and the geometry a constant, so after inlining all
-//! indices are literals and the scratch (`C·P + C·M·L + L` elements) lives on the stack.
+//! indices are literals and the scratch (`C·P + C·M·L` elements) lives on the stack.
 
 use separable_shape::{Activation, POINTWISE_PANEL};
 
 use crate::Element;
+use crate::gemm::Isa;
 use crate::kernel::activate;
 
 /// Runs are a whole number of this many positions (one AVX2 vector of `f32`), so they split
 /// into full vectors.
 pub const LANES: usize = 8;
+
+/// Element types whose multiply-adds the planar stages can fuse.
+pub trait MulAdd: Element {
+    /// `self * a + b`: fused (one rounding) when `fused`, which callers set only in code compiled
+    /// with FMA (`Isa::Avx2`, `Isa::Avx512`) and which needs the `std` feature; two roundings
+    /// otherwise.
+    #[must_use]
+    fn mul_add_if(self, a: Self, b: Self, fused: bool) -> Self;
+}
+
+impl MulAdd for f32 {
+    #[inline(always)]
+    fn mul_add_if(self, a: f32, b: f32, fused: bool) -> f32 {
+        #[cfg(feature = "std")]
+        if fused {
+            return self.mul_add(a, b);
+        }
+        let _ = fused;
+        self * a + b
+    }
+}
+
+impl MulAdd for f64 {
+    #[inline(always)]
+    fn mul_add_if(self, a: f64, b: f64, fused: bool) -> f64 {
+        #[cfg(feature = "std")]
+        if fused {
+            return self.mul_add(a, b);
+        }
+        let _ = fused;
+        self * a + b
+    }
+}
+
+/// Whether code running as `isa` fuses its multiply-adds ([`MulAdd::mul_add_if`]).
+#[inline(always)]
+fn fuses(isa: Isa) -> bool {
+    isa != Isa::Portable
+}
 
 /// Where a layer's input and outputs sit in its planes. Generated code writes one as a constant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +102,7 @@ pub struct Weights<'a, T, const CM: usize, const N: usize, const KH: usize, cons
 /// Both stages: `x` into planes, the depthwise runs, then the pointwise stage into `out`.
 #[inline(always)]
 pub fn forward<
-    T: Element,
+    T: MulAdd,
     const H: usize,
     const W: usize,
     const C: usize,
@@ -73,12 +115,14 @@ pub fn forward<
     const P: usize,
     const L: usize,
 >(
+    isa: Isa,
     g: &Planes,
     weights: &Weights<'_, T, CM, N, KH, KW>,
     x: &[[[T; C]; W]; H],
     out: &mut [[[T; N]; OW]; OH],
 ) {
-    let runs = depthwise_runs::<T, H, W, C, CM, N, KH, KW, P, L>(g, weights, x);
+    let runs = depthwise_runs::<T, H, W, C, CM, N, KH, KW, P, L>(isa, g, weights, x);
+    let fused = fuses(isa);
     let bias = weights.pointwise_bias.copied().unwrap_or([T::ZERO; N]);
     for (oh, row) in out.iter_mut().enumerate() {
         for (ow, pixel) in row.iter_mut().enumerate() {
@@ -90,7 +134,7 @@ pub fn forward<
                 for (run, w) in runs.iter().zip(packed.chunks_exact(POINTWISE_PANEL)) {
                     let y = run[i];
                     for (a, &wv) in acc.iter_mut().zip(w) {
-                        *a = *a + y * wv;
+                        *a = y.mul_add_if(wv, *a, fused);
                     }
                 }
             }
@@ -103,7 +147,7 @@ pub fn forward<
 /// The depthwise stage alone, into `out` in HWC order.
 #[inline(always)]
 pub fn depthwise<
-    T: Element,
+    T: MulAdd,
     const H: usize,
     const W: usize,
     const C: usize,
@@ -116,12 +160,13 @@ pub fn depthwise<
     const P: usize,
     const L: usize,
 >(
+    isa: Isa,
     g: &Planes,
     weights: &Weights<'_, T, CM, N, KH, KW>,
     x: &[[[T; C]; W]; H],
     out: &mut [[[T; CM]; OW]; OH],
 ) {
-    let runs = depthwise_runs::<T, H, W, C, CM, N, KH, KW, P, L>(g, weights, x);
+    let runs = depthwise_runs::<T, H, W, C, CM, N, KH, KW, P, L>(isa, g, weights, x);
     for (oh, row) in out.iter_mut().enumerate() {
         for (ow, pixel) in row.iter_mut().enumerate() {
             let i = position(g, oh, ow);
@@ -141,7 +186,7 @@ fn position(g: &Planes, oh: usize, ow: usize) -> usize {
 /// The depthwise runs, with bias and activation: one per depthwise channel.
 #[inline(always)]
 fn depthwise_runs<
-    T: Element,
+    T: MulAdd,
     const H: usize,
     const W: usize,
     const C: usize,
@@ -152,6 +197,7 @@ fn depthwise_runs<
     const P: usize,
     const L: usize,
 >(
+    isa: Isa,
     g: &Planes,
     weights: &Weights<'_, T, CM, N, KH, KW>,
     x: &[[[T; C]; W]; H],
@@ -164,10 +210,11 @@ fn depthwise_runs<
     let mut planes = [[T::ZERO; P]; C];
     let origin = g.pad[0] * g.row_stride + g.pad[1];
     for (h, row) in x.iter().enumerate() {
-        for (w, pixel) in row.iter().enumerate() {
-            for (plane, &v) in planes.iter_mut().zip(pixel) {
-                plane[origin + h * g.row_stride + w] = v;
-            }
+        let start = origin + h * g.row_stride;
+        for (c, plane) in planes.iter_mut().enumerate() {
+            // A row of one channel at a time, so it can be one shuffle and one store.
+            let values: [T; W] = core::array::from_fn(|w| row[w][c]);
+            plane[start..start + W].copy_from_slice(&values);
         }
     }
     // `&`, not `&&`: no branch per weight, so the test vectorises.
@@ -178,32 +225,72 @@ fn depthwise_runs<
         .as_flattened()
         .iter()
         .fold(true, |all, &w| all & (w * T::ZERO == T::ZERO));
+    let fused = fuses(isa);
     let mut runs = [[T::ZERO; L]; CM];
     for (k, run) in runs.iter_mut().enumerate() {
         let plane = &planes[k / m];
         let bias = weights.depthwise_bias.map_or(T::ZERO, |b| b[k]);
         run.fill(bias);
-        for kh in 0..KH {
-            for kw in 0..KW {
-                let wv = weights.depthwise[kh][kw][k];
-                let offset = tap_offset(g, kh, kw);
-                let x = &plane[offset..offset + L];
-                if finite {
-                    for (a, &xv) in run.iter_mut().zip(x) {
-                        *a = *a + xv * wv;
-                    }
-                } else {
+        let taps = |kh: usize, kw: usize| (weights.depthwise[kh][kw][k], tap_offset(g, kh, kw));
+        if !finite {
+            for kh in 0..KH {
+                for kw in 0..KW {
+                    let (wv, offset) = taps(kh, kw);
+                    let x = &plane[offset..offset + L];
                     for (i, (a, &xv)) in run.iter_mut().zip(x).enumerate() {
                         if inside::<H, W>(g, i + offset) {
-                            *a = *a + xv * wv;
+                            *a = xv.mul_add_if(wv, *a, fused);
                         }
                     }
                 }
+            }
+        } else if isa == Isa::Avx512 {
+            // Blocks of one `zmm` register of `f32`, and a last block of 8 if needed.
+            let (blocks, rest) = run.as_chunks_mut::<{ 2 * LANES }>();
+            let done = blocks.len() * 2 * LANES;
+            for (b, block) in blocks.iter_mut().enumerate() {
+                accumulate::<T, KH, KW, P, { 2 * LANES }>(
+                    block,
+                    plane,
+                    b * 2 * LANES,
+                    &taps,
+                    fused,
+                );
+            }
+            for (b, block) in rest.as_chunks_mut::<LANES>().0.iter_mut().enumerate() {
+                accumulate::<T, KH, KW, P, LANES>(block, plane, done + b * LANES, &taps, fused);
+            }
+        } else {
+            for (b, block) in run.as_chunks_mut::<LANES>().0.iter_mut().enumerate() {
+                accumulate::<T, KH, KW, P, LANES>(block, plane, b * LANES, &taps, fused);
             }
         }
         activate(weights.activations[0], run);
     }
     runs
+}
+
+/// Adds every tap to one block of `V` run positions starting at `start`, the sums kept in
+/// registers across the taps; `taps(kh, kw)` is the weight and plane offset of a tap.
+#[inline(always)]
+fn accumulate<T: MulAdd, const KH: usize, const KW: usize, const P: usize, const V: usize>(
+    block: &mut [T; V],
+    plane: &[T; P],
+    start: usize,
+    taps: &impl Fn(usize, usize) -> (T, usize),
+    fused: bool,
+) {
+    let mut acc = *block;
+    for kh in 0..KH {
+        for kw in 0..KW {
+            let (wv, offset) = taps(kh, kw);
+            let x = &plane[start + offset..start + offset + V];
+            for (a, &xv) in acc.iter_mut().zip(x) {
+                *a = xv.mul_add_if(wv, *a, fused);
+            }
+        }
+    }
+    *block = acc;
 }
 
 /// Plane offset of tap `(kh, kw)` from the run position it contributes to.

@@ -302,7 +302,12 @@ const _: () = {
             }
         }
         #[inline(always)]
-        fn forward_planes(&self, x: &[[[f32; 3]; 5]; 5], out: &mut [[[f32; 4]; 5]; 5]) {
+        fn forward_planes(
+            &self,
+            isa: __sep::Isa,
+            x: &[[[f32; 3]; 5]; 5],
+            out: &mut [[[f32; 4]; 5]; 5],
+        ) {
             __sep::planar_forward::<
                 f32,
                 5,
@@ -316,11 +321,12 @@ const _: () = {
                 3,
                 56,
                 40,
-            >(&Self::PLANES, &self.planar_weights(), x, out);
+            >(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
         #[inline(always)]
         fn depthwise_planes(
             &self,
+            isa: __sep::Isa,
             x: &[[[f32; 3]; 5]; 5],
             out: &mut [[[f32; 3]; 5]; 5],
         ) {
@@ -337,7 +343,7 @@ const _: () = {
                 3,
                 56,
                 40,
-            >(&Self::PLANES, &self.planar_weights(), x, out);
+            >(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
         #[inline(always)]
         fn pointwise_pixels(
@@ -364,8 +370,8 @@ const _: () = {
     impl __sep::Kernel for __Forward<'_> {
         type Output = ();
         #[inline(always)]
-        fn run(self, _: __sep::Isa) {
-            self.layer.forward_planes(self.x, self.out);
+        fn run(self, isa: __sep::Isa) {
+            self.layer.forward_planes(isa, self.x, self.out);
         }
     }
     struct __Depthwise<'a> {
@@ -376,8 +382,8 @@ const _: () = {
     impl __sep::Kernel for __Depthwise<'_> {
         type Output = ();
         #[inline(always)]
-        fn run(self, _: __sep::Isa) {
-            self.layer.depthwise_planes(self.x, self.out);
+        fn run(self, isa: __sep::Isa) {
+            self.layer.depthwise_planes(isa, self.x, self.out);
         }
     }
     impl ::separable::Layer for Seed {

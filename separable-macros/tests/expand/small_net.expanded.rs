@@ -314,7 +314,12 @@ const _: () = {
             }
         }
         #[inline(always)]
-        fn forward_planes(&self, x: &[[[f32; 2]; 4]; 4], out: &mut [[[f32; 4]; 4]; 4]) {
+        fn forward_planes(
+            &self,
+            isa: __sep::Isa,
+            x: &[[[f32; 2]; 4]; 4],
+            out: &mut [[[f32; 4]; 4]; 4],
+        ) {
             __sep::planar_forward::<
                 f32,
                 4,
@@ -328,11 +333,12 @@ const _: () = {
                 1,
                 16,
                 16,
-            >(&Self::PLANES, &self.planar_weights(), x, out);
+            >(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
         #[inline(always)]
         fn depthwise_planes(
             &self,
+            isa: __sep::Isa,
             x: &[[[f32; 2]; 4]; 4],
             out: &mut [[[f32; 2]; 4]; 4],
         ) {
@@ -349,7 +355,7 @@ const _: () = {
                 1,
                 16,
                 16,
-            >(&Self::PLANES, &self.planar_weights(), x, out);
+            >(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
         #[inline(always)]
         fn pointwise_pixels(
@@ -377,8 +383,8 @@ const _: () = {
     impl __sep::Kernel for __Forward<'_> {
         type Output = ();
         #[inline(always)]
-        fn run(self, _: __sep::Isa) {
-            self.layer.forward_planes(self.x, self.out);
+        fn run(self, isa: __sep::Isa) {
+            self.layer.forward_planes(isa, self.x, self.out);
         }
     }
     struct __Depthwise<'a> {
@@ -389,8 +395,8 @@ const _: () = {
     impl __sep::Kernel for __Depthwise<'_> {
         type Output = ();
         #[inline(always)]
-        fn run(self, _: __sep::Isa) {
-            self.layer.depthwise_planes(self.x, self.out);
+        fn run(self, isa: __sep::Isa) {
+            self.layer.depthwise_planes(isa, self.x, self.out);
         }
     }
     impl ::separable::Layer for TinyStem {
@@ -790,7 +796,12 @@ const _: () = {
             }
         }
         #[inline(always)]
-        fn forward_planes(&self, x: &[[[f32; 4]; 4]; 4], out: &mut [[[f32; 3]; 4]; 4]) {
+        fn forward_planes(
+            &self,
+            isa: __sep::Isa,
+            x: &[[[f32; 4]; 4]; 4],
+            out: &mut [[[f32; 3]; 4]; 4],
+        ) {
             __sep::planar_forward::<
                 f32,
                 4,
@@ -804,11 +815,12 @@ const _: () = {
                 1,
                 16,
                 16,
-            >(&Self::PLANES, &self.planar_weights(), x, out);
+            >(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
         #[inline(always)]
         fn depthwise_planes(
             &self,
+            isa: __sep::Isa,
             x: &[[[f32; 4]; 4]; 4],
             out: &mut [[[f32; 4]; 4]; 4],
         ) {
@@ -825,7 +837,7 @@ const _: () = {
                 1,
                 16,
                 16,
-            >(&Self::PLANES, &self.planar_weights(), x, out);
+            >(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
         #[inline(always)]
         fn pointwise_pixels(
@@ -853,8 +865,8 @@ const _: () = {
     impl __sep::Kernel for __Forward<'_> {
         type Output = ();
         #[inline(always)]
-        fn run(self, _: __sep::Isa) {
-            self.layer.forward_planes(self.x, self.out);
+        fn run(self, isa: __sep::Isa) {
+            self.layer.forward_planes(isa, self.x, self.out);
         }
     }
     struct __Depthwise<'a> {
@@ -865,8 +877,8 @@ const _: () = {
     impl __sep::Kernel for __Depthwise<'_> {
         type Output = ();
         #[inline(always)]
-        fn run(self, _: __sep::Isa) {
-            self.layer.depthwise_planes(self.x, self.out);
+        fn run(self, isa: __sep::Isa) {
+            self.layer.depthwise_planes(isa, self.x, self.out);
         }
     }
     impl ::separable::Layer for TinyHead {
