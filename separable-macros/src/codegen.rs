@@ -582,7 +582,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         ),
         Depthwise::Planar(_) => (
             quote!(__sep::dispatch_as(
-                isa,
+                __sep::planar_isa(isa),
                 __Forward {
                     layer: self,
                     x,
@@ -590,7 +590,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
                 }
             )),
             quote!(__sep::dispatch_as(
-                isa,
+                __sep::planar_isa(isa),
                 __Depthwise {
                     layer: self,
                     x: input.as_array(),
@@ -641,13 +641,15 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             }
         }
     };
-    let ignore_isa = quote! {
-        // The same per-pixel code on every instruction set.
+    // Code that runs with another instruction set than `isa` (per-pixel code on every one,
+    // planar stages with at most AVX2) still rejects one this CPU lacks.
+    let check_isa = quote! {
         assert!(isa.is_supported(), "instruction set not supported by this CPU");
     };
     let (forward_isa, depthwise_isa, pointwise_isa) = match &ctx.plan.depthwise {
-        Depthwise::Unrolled => (Some(&ignore_isa), Some(&ignore_isa), Some(&ignore_isa)),
-        Depthwise::Planar(_) => (None, None, Some(&ignore_isa)),
+        Depthwise::Unrolled | Depthwise::Planar(_) => {
+            (Some(&check_isa), Some(&check_isa), Some(&check_isa))
+        }
         Depthwise::InteriorBorder { .. } => (None, None, None),
     };
     let elem = &ctx.elem;

@@ -79,6 +79,7 @@ pub mod __private {
     pub use crate::parallel::for_each_chunk;
     pub use crate::planar::{
         Planes, Weights as PlanarWeights, depthwise as planar_depthwise, forward as planar_forward,
+        isa as planar_isa,
     };
     pub use crate::storage::{Owned, Storage};
     pub use crate::tensor::{hwc, hwc_mut};

@@ -201,7 +201,8 @@ const _: () = {
             x: &[[[f32; 3]; 5]; 5],
             out: &mut [[[f32; 4]; 5]; 5],
         ) {
-            __sep::dispatch_as(isa, __Forward { layer: self, x, out })
+            assert!(isa.is_supported(), "instruction set not supported by this CPU");
+            __sep::dispatch_as(__sep::planar_isa(isa), __Forward { layer: self, x, out })
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
@@ -241,8 +242,9 @@ const _: () = {
             input: &::separable::Tensor<5, 5, 3>,
             output: &mut ::separable::Tensor<5, 5, 3>,
         ) {
+            assert!(isa.is_supported(), "instruction set not supported by this CPU");
             __sep::dispatch_as(
-                isa,
+                __sep::planar_isa(isa),
                 __Depthwise {
                     layer: self,
                     x: input.as_array(),

@@ -213,7 +213,8 @@ const _: () = {
             x: &[[[f32; 2]; 4]; 4],
             out: &mut [[[f32; 4]; 4]; 4],
         ) {
-            __sep::dispatch_as(isa, __Forward { layer: self, x, out })
+            assert!(isa.is_supported(), "instruction set not supported by this CPU");
+            __sep::dispatch_as(__sep::planar_isa(isa), __Forward { layer: self, x, out })
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
@@ -253,8 +254,9 @@ const _: () = {
             input: &::separable::Tensor<4, 4, 2>,
             output: &mut ::separable::Tensor<4, 4, 2>,
         ) {
+            assert!(isa.is_supported(), "instruction set not supported by this CPU");
             __sep::dispatch_as(
-                isa,
+                __sep::planar_isa(isa),
                 __Depthwise {
                     layer: self,
                     x: input.as_array(),
@@ -695,7 +697,8 @@ const _: () = {
             x: &[[[f32; 4]; 4]; 4],
             out: &mut [[[f32; 3]; 4]; 4],
         ) {
-            __sep::dispatch_as(isa, __Forward { layer: self, x, out })
+            assert!(isa.is_supported(), "instruction set not supported by this CPU");
+            __sep::dispatch_as(__sep::planar_isa(isa), __Forward { layer: self, x, out })
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
@@ -735,8 +738,9 @@ const _: () = {
             input: &::separable::Tensor<4, 4, 4>,
             output: &mut ::separable::Tensor<4, 4, 4>,
         ) {
+            assert!(isa.is_supported(), "instruction set not supported by this CPU");
             __sep::dispatch_as(
-                isa,
+                __sep::planar_isa(isa),
                 __Depthwise {
                     layer: self,
                     x: input.as_array(),
