@@ -28,7 +28,7 @@
 //! previous block's output, with shared defaults and per-block overrides.
 //!
 //! The README documents the syntax, the semantics (layouts, padding, weight formats) and the
-//! unroll policy.
+//! layout policy (channel planes, unrolled or strips).
 #![no_std]
 
 #[cfg(feature = "std")]

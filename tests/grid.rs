@@ -14,8 +14,10 @@
 //! weight accessors, and a MobileNet-size layer in a 2 MiB stack.
 //!
 //! Code layouts (see `separable-macros/src/plan.rs`; `common::Layout` recomputes the rule): a
-//! layer with at most 64 output positions and at most 256 in-bounds taps is unrolled position by
-//! position; any other layer runs in strips of output rows and blocks of depthwise channels
+//! layer with at most 64 output positions and at most 256 in-bounds taps is tiny; a tiny layer
+//! with at most 8 depthwise channels and channel planes of at most 256 positions is computed in
+//! planes (vectorised across positions), any other tiny layer is unrolled position by position;
+//! any other layer runs in strips of output rows and blocks of depthwise channels
 //! (channel blocks of at most 256 `d·M` for a divisor `d` of `C`, unless no such block reaches 64;
 //! rows per strip so that a strip of one block fits 64 KiB), each row an interior run (columns
 //! whose whole window is inside the input, through the depthwise row microkernel) and a border
@@ -25,6 +27,7 @@
 //!
 //! | tag           | layout                                                             |
 //! |---------------|--------------------------------------------------------------------|
+//! | `planar`      | channel planes, whole-plane multiply-adds per tap                  |
 //! | `unrolled`    | every position its own block                                       |
 //! | `strips`      | strips with interior runs and border loops                         |
 //! | `strips_all`  | strips whose interior covers every position, no border             |
@@ -283,6 +286,7 @@ struct Entry {
 /// The tag of a layout, as written in the grid.
 fn tag(layout: Layout) -> &'static str {
     match layout {
+        Layout::Planar => "planar",
         Layout::Unrolled => "unrolled",
         Layout::Strips { .. } if layout.interior_covers_all() => "strips_all",
         Layout::Strips { .. } if layout.no_interior() => "strips_none",
@@ -326,16 +330,16 @@ macro_rules! grid {
 
 grid! {
     // --- Kernel sizes.
-    k1_valid_7x9x3 [unrolled] { input: 7 x 9 x 3, output: 4, kernel: 1 }
-    k1_same_s2_11x6x8 [unrolled] {
+    k1_valid_7x9x3 [planar] { input: 7 x 9 x 3, output: 4, kernel: 1 }
+    k1_same_s2_11x6x8 [planar] {
         input: 11 x 6 x 8, output: 5, kernel: 1, stride: 2, padding: same
     }
     // Kernel 1 with padding 1: the outer ring of positions sees only padding (the bias).
-    k1_pad1_5x5x3 [unrolled] { input: 5 x 5 x 3, output: 2, kernel: 1, padding: 1, bias: both }
-    k2_valid_7x9x3 [unrolled] { input: 7 x 9 x 3, output: 4, kernel: 2 }
+    k1_pad1_5x5x3 [planar] { input: 5 x 5 x 3, output: 2, kernel: 1, padding: 1, bias: both }
+    k2_valid_7x9x3 [planar] { input: 7 x 9 x 3, output: 4, kernel: 2 }
     // Even kernel with SAME: nothing padded before, one after.
     k2_same_11x6x3 [strips] { input: 11 x 6 x 3, output: 4, kernel: 2, padding: same }
-    k2_same_s2_7x9x3 [unrolled] {
+    k2_same_s2_7x9x3 [planar] {
         input: 7 x 9 x 3, output: 3, kernel: 2, stride: 2, padding: same
     }
     // 35 positions but 15 x 21 taps: strips.
@@ -354,23 +358,23 @@ grid! {
     k4_same_9x8x3 [strips] { input: 9 x 8 x 3, output: 4, kernel: 4, padding: same }
 
     // --- Strides.
-    s2_same_7x9x3 [unrolled] { input: 7 x 9 x 3, output: 4, stride: 2, padding: same }
-    s2_valid_11x6x8 [unrolled] { input: 11 x 6 x 8, output: 5, stride: 2 }
-    s3_same_11x6x3 [unrolled] { input: 11 x 6 x 3, output: 4, stride: 3, padding: same }
-    s3_valid_k5_13x13x1 [unrolled] { input: 13 x 13 x 1, output: 2, kernel: 5, stride: 3 }
-    s3_pad1_7x9x3 [unrolled] { input: 7 x 9 x 3, output: 4, stride: 3, padding: 1 }
-    s2x1_same_7x9x3 [unrolled] { input: 7 x 9 x 3, output: 4, stride: 2 x 1, padding: same }
+    s2_same_7x9x3 [planar] { input: 7 x 9 x 3, output: 4, stride: 2, padding: same }
+    s2_valid_11x6x8 [planar] { input: 11 x 6 x 8, output: 5, stride: 2 }
+    s3_same_11x6x3 [planar] { input: 11 x 6 x 3, output: 4, stride: 3, padding: same }
+    s3_valid_k5_13x13x1 [planar] { input: 13 x 13 x 1, output: 2, kernel: 5, stride: 3 }
+    s3_pad1_7x9x3 [planar] { input: 7 x 9 x 3, output: 4, stride: 3, padding: 1 }
+    s2x1_same_7x9x3 [planar] { input: 7 x 9 x 3, output: 4, stride: 2 x 1, padding: same }
     s2x1_valid_k3x5_11x9x3 [strips_all] {
         input: 11 x 9 x 3, output: 3, kernel: 3 x 5, stride: 2 x 1
     }
-    s1x2_pad1x0_7x9x3 [unrolled] {
+    s1x2_pad1x0_7x9x3 [planar] {
         input: 7 x 9 x 3, output: 4, stride: 1 x 2, padding: 1 x 0
     }
 
     // --- Dilation.
     d2_same_9x9x3 [strips] { input: 9 x 9 x 3, output: 4, dilation: 2, padding: same }
-    d2_valid_9x9x3 [unrolled] { input: 9 x 9 x 3, output: 4, dilation: 2 }
-    d2_s2_same_11x6x3 [unrolled] {
+    d2_valid_9x9x3 [planar] { input: 9 x 9 x 3, output: 4, dilation: 2 }
+    d2_s2_same_11x6x3 [planar] {
         input: 11 x 6 x 3, output: 4, stride: 2, dilation: 2, padding: same
     }
     d2x1_pad1_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, dilation: 2 x 1, padding: 1 }
@@ -392,20 +396,20 @@ grid! {
         input: 7 x 9 x 3, output: 4, kernel: 3 x 5, padding: 0 x 3
     }
     // 7 x 8 positions, most of them only padding.
-    pad4_k3_1x2x3 [unrolled] { input: 1 x 2 x 3, output: 2, padding: 4, bias: both }
+    pad4_k3_1x2x3 [planar] { input: 1 x 2 x 3, output: 2, padding: 4, bias: both }
     // Exactly 64 positions, the outer rings only padding.
-    pad3_k3_2x2x3 [unrolled] {
+    pad3_k3_2x2x3 [planar] {
         input: 2 x 2 x 3, output: 3, padding: 3, bias: both, activation: relu
     }
     // 81 positions; only the centre one has its whole window inside the input.
     pad4_k3_3x3x3 [strips] { input: 3 x 3 x 3, output: 2, padding: 4, bias: pointwise }
-    pad3x1_s2_11x6x3 [unrolled] { input: 11 x 6 x 3, output: 4, stride: 2, padding: 3 x 1 }
+    pad3x1_s2_11x6x3 [planar] { input: 11 x 6 x 3, output: 4, stride: 2, padding: 3 x 1 }
     pad2_d2_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, dilation: 2, padding: 2 }
 
     // --- Depth multiplier.
     m2_same_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, padding: same, multiplier: 2 }
     m3_valid_7x9x3 [strips_all] { input: 7 x 9 x 3, output: 5, multiplier: 3 }
-    m2_s2_same_both_8x8x3 [unrolled] {
+    m2_s2_same_both_8x8x3 [planar] {
         input: 8 x 8 x 3, output: 4, stride: 2, padding: same, multiplier: 2, bias: both
     }
     m3_c1_same_7x9x1 [strips] {
@@ -417,27 +421,27 @@ grid! {
     }
 
     // --- Bias and activations, per stage and on both.
-    bias_pointwise_5x5x3 [unrolled] {
+    bias_pointwise_5x5x3 [planar] {
         input: 5 x 5 x 3, output: 4, padding: same, bias: pointwise
     }
-    bias_both_5x5x3 [unrolled] { input: 5 x 5 x 3, output: 4, padding: same, bias: both }
-    act_none_5x5x3 [unrolled] { input: 5 x 5 x 3, output: 4, padding: same, activation: none }
-    relu_both_5x5x3 [unrolled] {
+    bias_both_5x5x3 [planar] { input: 5 x 5 x 3, output: 4, padding: same, bias: both }
+    act_none_5x5x3 [planar] { input: 5 x 5 x 3, output: 4, padding: same, activation: none }
+    relu_both_5x5x3 [planar] {
         input: 5 x 5 x 3, output: 4, padding: same, bias: both, activation: relu
     }
-    relu6_both_5x5x3 [unrolled] {
+    relu6_both_5x5x3 [planar] {
         input: 5 x 5 x 3, output: 4, padding: same, bias: both, activation: relu6
     }
-    relu_dw_5x5x3 [unrolled] {
+    relu_dw_5x5x3 [planar] {
         input: 5 x 5 x 3, output: 4, padding: same, depthwise_activation: relu
     }
-    relu_pw_5x5x3 [unrolled] {
+    relu_pw_5x5x3 [planar] {
         input: 5 x 5 x 3, output: 4, padding: same, bias: pointwise, pointwise_activation: relu
     }
-    relu6_dw_5x5x3 [unrolled] {
+    relu6_dw_5x5x3 [planar] {
         input: 5 x 5 x 3, output: 4, padding: same, bias: both, depthwise_activation: relu6
     }
-    relu6_pw_5x5x3 [unrolled] {
+    relu6_pw_5x5x3 [planar] {
         input: 5 x 5 x 3, output: 4, padding: same, pointwise_activation: relu6
     }
     relu6_dw_relu_pw_7x9x3 [strips] {
@@ -451,16 +455,16 @@ grid! {
     relu_both_7x9x3 [strips] { input: 7 x 9 x 3, output: 4, padding: same, activation: relu }
 
     // --- Degenerate sizes and channel counts.
-    in1x1_k1_valid_c8 [unrolled] { input: 1 x 1 x 8, output: 3, kernel: 1 }
-    in1x1_k3_same_c3 [unrolled] { input: 1 x 1 x 3, output: 2, padding: same, bias: both }
+    in1x1_k1_valid_c8 [planar] { input: 1 x 1 x 8, output: 3, kernel: 1 }
+    in1x1_k3_same_c3 [planar] { input: 1 x 1 x 3, output: 2, padding: same, bias: both }
     in1x1_k3_same_c17_f64 [unrolled] {
         input: 1 x 1 x 17, output: 5, padding: same, dtype: f64
     }
-    in1x13_k3_same_c3 [unrolled] { input: 1 x 13 x 3, output: 4, padding: same }
-    in13x1_k3_same_c8 [unrolled] {
+    in1x13_k3_same_c3 [planar] { input: 1 x 13 x 3, output: 4, padding: same }
+    in13x1_k3_same_c8 [planar] {
         input: 13 x 1 x 8, output: 4, padding: same, bias: pointwise
     }
-    in1x13_k1x3_valid_c1 [unrolled] { input: 1 x 13 x 1, output: 2, kernel: 1 x 3 }
+    in1x13_k1x3_valid_c1 [planar] { input: 1 x 13 x 1, output: 2, kernel: 1 x 3 }
     in13x1_k3x1_s2_valid_c17 [unrolled] {
         input: 13 x 1 x 17, output: 3, kernel: 3 x 1, stride: 2
     }
@@ -473,22 +477,42 @@ grid! {
 
     // --- Both sides of the unroll policy's limits.
     // Exactly 64 positions and exactly 16 x 16 = 256 taps.
-    edge_64_positions_256_taps [unrolled] { input: 9 x 9 x 3, output: 4, kernel: 2 }
+    edge_64_positions_256_taps [planar] { input: 9 x 9 x 3, output: 4, kernel: 2 }
     // 65 positions.
     edge_65_positions [strips_all] { input: 5 x 13 x 3, output: 4, kernel: 1 }
     // 64 positions but 22 x 22 taps.
     edge_64_positions_484_taps [strips] { input: 8 x 8 x 3, output: 4, padding: same }
     // 36 positions and exactly 16 x 16 = 256 taps.
-    edge_36_positions_256_taps [unrolled] { input: 6 x 6 x 3, output: 4, padding: same }
+    edge_36_positions_256_taps [planar] { input: 6 x 6 x 3, output: 4, padding: same }
     // 30 positions but 15 x 18 = 270 taps.
     edge_30_positions_270_taps [strips_all] { input: 7 x 8 x 3, output: 4 }
+    // Tiny layers in planes: at most 8 depthwise channels and planes of at most 256 positions.
+    // 8 channels and a plane of exactly 16 x 16 positions (run 240, rounded from 239).
+    edge_planar_8_channels_256_plane [planar] {
+        input: 16 x 16 x 8, output: 3, kernel: 1, stride: 2
+    }
+    // 9 channels.
+    edge_unrolled_9_channels [unrolled] { input: 5 x 5 x 9, output: 4, padding: same }
+    // A plane of 488 positions: a run of 7 * 3 * 22 + 7 * 3 + 1 = 484, rounded up.
+    edge_unrolled_488_plane [unrolled] { input: 22 x 22 x 1, output: 2, kernel: 1, stride: 3 }
+    // The unrolled layout with stride, dilation, padding, multiplier, biases, activations, f64.
+    unrolled_d2_s2_same_11x6x9 [unrolled] {
+        input: 11 x 6 x 9, output: 4, stride: 2, dilation: 2, padding: same
+    }
+    unrolled_pad3_m3_2x2x3 [unrolled] {
+        input: 2 x 2 x 3, output: 2, padding: 3, multiplier: 3, bias: both,
+        depthwise_activation: relu
+    }
+    unrolled_relu6_f64_5x5x9 [unrolled] {
+        input: 5 x 5 x 9, output: 4, padding: same, bias: both, activation: relu6, dtype: f64
+    }
 
     // --- Large windows: 64 and 72 taps.
     k8_same_20x20x3 [strips] { input: 20 x 20 x 3, output: 4, kernel: 8, padding: same }
     k9x8_same_20x20x3 [strips] { input: 20 x 20 x 3, output: 4, kernel: 9 x 8, padding: same }
 
     // --- f64.
-    f64_seed_same_5x5x3 [unrolled] { input: 5 x 5 x 3, output: 4, padding: same, dtype: f64 }
+    f64_seed_same_5x5x3 [planar] { input: 5 x 5 x 3, output: 4, padding: same, dtype: f64 }
     f64_k5_s2_m2_same_11x6x3 [strips] {
         input: 11 x 6 x 3, output: 4, kernel: 5, stride: 2, padding: same, multiplier: 2,
         dtype: f64,
@@ -687,20 +711,22 @@ fn grid_covers_every_parameter() {
 /// layout and both sides of each limit of the unrolled rule.
 #[test]
 fn grid_covers_both_layouts() {
+    let mut mistagged = Vec::new();
     for e in GRID {
         let layout = (e.layout)();
         eprintln!("{:<34} {}", e.name, layout.describe());
-        assert_eq!(
-            e.tag,
-            tag(layout),
-            "{}: tagged `{}` but gets {layout:?}",
-            e.name,
-            e.tag
-        );
+        if e.tag != tag(layout) {
+            mistagged.push(format!(
+                "{}: tagged `{}` but gets {layout:?}",
+                e.name, e.tag
+            ));
+        }
     }
+    assert!(mistagged.is_empty(), "{}", mistagged.join("\n"));
     let count = |t: &str| GRID.iter().filter(|e| e.tag == t).count();
     for (t, at_least) in [
-        ("unrolled", 20),
+        ("planar", 30),
+        ("unrolled", 10),
         ("strips", 30),
         ("strips_all", 5),
         ("strips_none", 3),
@@ -720,10 +746,10 @@ fn grid_covers_both_layouts() {
         "no layer without an interior on more than 64 positions"
     );
 
-    // The unrolled rule: at most 64 output positions and at most 256 in-bounds taps.
+    // The tiny rule: at most 64 output positions and at most 256 in-bounds taps.
     for (name, positions, taps, t) in [
-        ("edge_64_positions_256_taps", 64, 256, "unrolled"),
-        ("edge_36_positions_256_taps", 36, 256, "unrolled"),
+        ("edge_64_positions_256_taps", 64, 256, "planar"),
+        ("edge_36_positions_256_taps", 36, 256, "planar"),
         ("edge_65_positions", 65, 65, "strips_all"),
         ("edge_64_positions_484_taps", 64, 484, "strips"),
         ("edge_30_positions_270_taps", 30, 270, "strips_all"),
@@ -739,6 +765,24 @@ fn grid_covers_both_layouts() {
             ),
             (positions, taps, t),
             "{name}: (positions, taps, tag)"
+        );
+    }
+
+    // The planar rule within tiny layers: at most 8 depthwise channels, planes of at most 256.
+    for (name, channels, plane, t) in [
+        ("edge_planar_8_channels_256_plane", 8, 256, "planar"),
+        ("edge_unrolled_9_channels", 9, 56, "unrolled"),
+        ("edge_unrolled_488_plane", 1, 488, "unrolled"),
+    ] {
+        let e = entry(name);
+        assert_eq!(
+            (
+                e.spec.input[2] * e.spec.multiplier,
+                common::plane_len(&e.spec),
+                e.tag
+            ),
+            (channels, plane, t),
+            "{name}: (channels, plane, tag)"
         );
     }
 }
@@ -893,13 +937,13 @@ fn check_relu6_clips<L: TestLayer>(name: &str) {
 }
 
 #[test]
-fn relu6_clips_at_zero_and_six_unrolled() {
+fn relu6_clips_at_zero_and_six_planar() {
     separable_conv! {
         #[allow(dead_code)]
         struct Clip { input: 5 x 5 x 8, output: 8, padding: same, bias: both, activation: relu6 }
     }
-    assert_eq!(Layout::of::<Clip>(), Layout::Unrolled);
-    check_relu6_clips::<Clip>("relu6_clips_unrolled");
+    assert_eq!(Layout::of::<Clip>(), Layout::Planar);
+    check_relu6_clips::<Clip>("relu6_clips_planar");
 }
 
 #[test]
@@ -1012,15 +1056,25 @@ fn check_nan<L: TestLayer>(name: &str, pixels: &[(usize, usize, usize)]) {
 }
 
 #[test]
-fn nan_propagates_to_covering_positions_unrolled() {
+fn nan_propagates_to_covering_positions_planar() {
     separable_conv! {
         #[allow(dead_code)]
         struct Nan { input: 5 x 5 x 3, output: 4, padding: same, multiplier: 2 }
     }
+    assert_eq!(Layout::of::<Nan>(), Layout::Planar);
+    check_nan::<Nan>("nan_planar", &[(0, 0, 0), (2, 2, 1), (4, 1, 2), (0, 4, 2)]);
+}
+
+#[test]
+fn nan_propagates_to_covering_positions_unrolled() {
+    separable_conv! {
+        #[allow(dead_code)]
+        struct Nan { input: 5 x 5 x 5, output: 4, padding: same, multiplier: 2 }
+    }
     assert_eq!(Layout::of::<Nan>(), Layout::Unrolled);
     check_nan::<Nan>(
         "nan_unrolled",
-        &[(0, 0, 0), (2, 2, 1), (4, 1, 2), (0, 4, 2)],
+        &[(0, 0, 0), (2, 2, 1), (4, 1, 4), (0, 4, 2)],
     );
 }
 

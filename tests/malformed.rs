@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 // ---------------------------------------------------------------------------------------------
 
 separable_conv! {
-    /// Both biases, a depth multiplier and a non-square kernel; unrolled.
+    /// Both biases, a depth multiplier and a non-square kernel; tiny, in channel planes.
     struct Both { input: 5 x 4 x 3, output: 4, kernel: 3 x 2, multiplier: 2, padding: same, bias: both }
 }
 

@@ -28,13 +28,18 @@ use common::{Buf, Layout, TestLayer, position, tolerance, widen};
 // ---------------------------------------------------------------------------------------------
 
 separable_conv! {
-    /// Unrolled: 25 output positions, every tap its own statement.
+    /// Tiny, computed in channel planes (6 depthwise channels).
     struct Tiny { input: 5 x 5 x 3, output: 4, padding: same, multiplier: 2, bias: both }
 }
 
 separable_conv! {
-    /// Unrolled, ReLU6 after both stages.
+    /// Tiny in channel planes, ReLU6 after both stages.
     struct Tiny6 { input: 5 x 5 x 3, output: 4, padding: same, activation: relu6 }
+}
+
+separable_conv! {
+    /// Tiny and unrolled: 9 channels are too wide for channel planes.
+    struct Wide { input: 5 x 5 x 9, output: 4, padding: same, bias: both }
 }
 
 separable_conv! {
@@ -922,11 +927,14 @@ fn check_ieee<L: TestLayer>(seed: u64) {
 }
 
 #[test]
-fn nan_and_infinities_propagate_as_ieee_says_unrolled() {
-    assert_eq!(Layout::of::<Tiny>(), Layout::Unrolled);
-    assert_eq!(Layout::of::<Tiny6>(), Layout::Unrolled);
+fn nan_and_infinities_propagate_as_ieee_says_tiny() {
+    assert_eq!(Layout::of::<Tiny>(), Layout::Planar);
+    assert_eq!(Layout::of::<Tiny6>(), Layout::Planar);
+    assert_eq!(Layout::of::<NoBias>(), Layout::Planar);
+    assert_eq!(Layout::of::<Wide>(), Layout::Unrolled);
     check_ieee::<Tiny>(1);
     check_ieee::<NoBias>(2);
+    check_ieee::<Wide>(3);
 }
 
 #[test]

@@ -16,7 +16,7 @@ use separable_shape::{Activation, Bias, Padding};
 use crate::ast::Header;
 use crate::embed::{Embedded, FileDtype, Stored};
 use crate::model::{Dtype, Layer};
-use crate::plan::{AxisPlan, Depthwise, Plan, Strips};
+use crate::plan::{AxisPlan, Depthwise, Plan, Planar, Strips};
 
 pub(crate) fn lit(n: usize) -> Literal {
     Literal::usize_unsuffixed(n)
@@ -80,7 +80,7 @@ impl<'a> Ctx<'a> {
     fn block_channels(&self) -> usize {
         match &self.plan.depthwise {
             Depthwise::InteriorBorder { strips, .. } => strips.channels,
-            Depthwise::Unrolled => self.layer.shape.depthwise[2],
+            Depthwise::Unrolled | Depthwise::Planar(_) => self.layer.shape.depthwise[2],
         }
     }
 
@@ -120,8 +120,7 @@ pub(crate) fn layer(
     let kernels = kernels(&ctx);
     let trait_impl = trait_impl(&ctx, header);
     let name = &header.name;
-    let kernel_structs = matches!(ctx.plan.depthwise, Depthwise::InteriorBorder { .. })
-        .then(|| kernel_structs(&ctx, name));
+    let kernel_structs = kernel_structs(&ctx, name);
     quote! {
         #definition
 
@@ -563,8 +562,10 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
     }
 }
 
-/// The public stages. Tiny layers run per pixel; the others tile by strips and channel
-/// blocks and run under `__sep::dispatch`, which compiles them for the CPU's instruction set.
+/// The public stages. Unrolled tiny layers run per pixel; planar tiny layers run on channel
+/// planes and the others tile by strips and channel blocks, both under `__sep::dispatch`, which
+/// compiles them for the CPU's instruction set (the pointwise stage alone of a tiny layer runs
+/// per pixel).
 fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
     let Ctx {
         krate,
@@ -577,6 +578,25 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         Depthwise::Unrolled => (
             quote!(self.forward_pixels(x, out)),
             quote!(self.depthwise_pixels(input.as_array(), output.as_array_mut())),
+            quote!(self.pointwise_pixels(depthwise.as_array(), output.as_array_mut())),
+        ),
+        Depthwise::Planar(_) => (
+            quote!(__sep::dispatch_as(
+                __sep::planar_isa(isa),
+                __Forward {
+                    layer: self,
+                    x,
+                    out
+                }
+            )),
+            quote!(__sep::dispatch_as(
+                __sep::planar_isa(isa),
+                __Depthwise {
+                    layer: self,
+                    x: input.as_array(),
+                    out: output.as_array_mut()
+                }
+            )),
             quote!(self.pointwise_pixels(depthwise.as_array(), output.as_array_mut())),
         ),
         Depthwise::InteriorBorder { .. } => (
@@ -607,7 +627,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         ),
     };
     let parallel = match &ctx.plan.depthwise {
-        Depthwise::Unrolled => quote!(self.forward_into(input, output);),
+        Depthwise::Unrolled | Depthwise::Planar(_) => quote!(self.forward_into(input, output);),
         Depthwise::InteriorBorder { strips, .. } => {
             let [_, ow, n] = ctx.layer.shape.output;
             let (rows, chunk) = (lit(strips.rows), lit(strips.rows * ow * n));
@@ -621,12 +641,17 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             }
         }
     };
-    let ignore_isa = matches!(ctx.plan.depthwise, Depthwise::Unrolled).then(|| {
-        quote! {
-            // Tiny layers run the same per-pixel code on every instruction set.
-            assert!(isa.is_supported(), "instruction set not supported by this CPU");
+    // Code that runs with another instruction set than `isa` (per-pixel code on every one,
+    // planar stages with at most AVX2) still rejects one this CPU lacks.
+    let check_isa = quote! {
+        assert!(isa.is_supported(), "instruction set not supported by this CPU");
+    };
+    let (forward_isa, depthwise_isa, pointwise_isa) = match &ctx.plan.depthwise {
+        Depthwise::Unrolled | Depthwise::Planar(_) => {
+            (Some(&check_isa), Some(&check_isa), Some(&check_isa))
         }
-    });
+        Depthwise::InteriorBorder { .. } => (None, None, None),
+    };
     let elem = &ctx.elem;
     let shape = &ctx.layer.shape;
     let (input_array, output_array) = (ctx.array(&shape.input), ctx.array(&shape.output));
@@ -680,7 +705,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
 
         /// Both stages with `isa`, the one path of `forward_into_with` and `forward_slices`.
         fn forward_arrays(&self, isa: #krate::Isa, x: &#input_array, out: &mut #output_array) {
-            #ignore_isa
+            #forward_isa
             #forward
         }
 
@@ -709,7 +734,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         /// # Panics
         /// If this CPU does not support `isa`.
         pub fn depthwise_into_with(&self, isa: #krate::Isa, input: &#input_ty, output: &mut #depthwise_ty) {
-            #ignore_isa
+            #depthwise_isa
             #depthwise
         }
 
@@ -731,7 +756,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         /// # Panics
         /// If this CPU does not support `isa`.
         pub fn pointwise_into_with(&self, isa: #krate::Isa, depthwise: &#depthwise_ty, output: &mut #output_ty) {
-            #ignore_isa
+            #pointwise_isa
             #pointwise
         }
     }
@@ -741,36 +766,30 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
 fn kernels(ctx: &Ctx<'_>) -> TokenStream {
     match &ctx.plan.depthwise {
         Depthwise::Unrolled => pixel_kernels(ctx),
+        Depthwise::Planar(planar) => planar_kernels(ctx, *planar),
         Depthwise::InteriorBorder { rows, cols, strips } => strip_kernels(ctx, rows, cols, *strips),
     }
 }
 
-/// Tiny layers: every output pixel's depthwise window unrolled with literal indices, and each
+/// Unrolled tiny layers: every output pixel's depthwise window unrolled with literal indices, and each
 /// pixel handed straight to the pointwise stage.
 fn pixel_kernels(ctx: &Ctx<'_>) -> TokenStream {
     let layer = ctx.layer;
     let shape = &layer.shape;
     let cm = shape.depthwise[2];
-    let n = layer.spec.output_channels;
     let zero = &ctx.zero;
-    let (cm_lit, n_lit) = (lit(cm), lit(n));
+    let cm_lit = lit(cm);
     let input = ctx.array(&shape.input);
     let depthwise = ctx.array(&shape.depthwise);
     let output = ctx.array(&shape.output);
     let pixel_in = ctx.array(&[cm]);
-    let pixel_out = ctx.array(&[n]);
     let dw_bias = if layer.spec.bias.depthwise() {
         quote!(*self.depthwise_bias)
     } else {
         quote!([#zero; #cm_lit])
     };
-    let pw_bias = if layer.spec.bias.pointwise() {
-        quote!(*self.pointwise_bias)
-    } else {
-        quote!([#zero; #n_lit])
-    };
-    let pw_activation = ctx.activation(layer.pointwise_activation);
     let walk = unrolled(ctx);
+    let pointwise = pointwise_pixel_kernels(ctx);
     quote! {
         #[inline(always)]
         fn forward_pixels(&self, x: &#input, out: &mut #output) {
@@ -786,6 +805,40 @@ fn pixel_kernels(ctx: &Ctx<'_>) -> TokenStream {
             });
         }
 
+        #pointwise
+
+        /// Computes every depthwise output pixel and hands it to `pixel(oh, ow, channels)`.
+        #[inline(always)]
+        fn for_each_depthwise_pixel(
+            &self,
+            x: &#input,
+            mut pixel: impl FnMut(usize, usize, &#pixel_in),
+        ) {
+            let w = &*self.depthwise_weight;
+            let bias = #dw_bias;
+            #walk
+        }
+    }
+}
+
+/// The pointwise stage of tiny layers, pixel by pixel.
+fn pointwise_pixel_kernels(ctx: &Ctx<'_>) -> TokenStream {
+    let layer = ctx.layer;
+    let shape = &layer.shape;
+    let n = layer.spec.output_channels;
+    let zero = &ctx.zero;
+    let n_lit = lit(n);
+    let depthwise = ctx.array(&shape.depthwise);
+    let output = ctx.array(&shape.output);
+    let pixel_in = ctx.array(&[shape.depthwise[2]]);
+    let pixel_out = ctx.array(&[n]);
+    let pw_bias = if layer.spec.bias.pointwise() {
+        quote!(*self.pointwise_bias)
+    } else {
+        quote!([#zero; #n_lit])
+    };
+    let pw_activation = ctx.activation(layer.pointwise_activation);
+    quote! {
         #[inline(always)]
         fn pointwise_pixels(&self, y: &#depthwise, out: &mut #output) {
             for (out, pixel) in out.iter_mut().flatten().zip(y.iter().flatten()) {
@@ -800,18 +853,77 @@ fn pixel_kernels(ctx: &Ctx<'_>) -> TokenStream {
             #pw_activation
             acc
         }
+    }
+}
 
-        /// Computes every depthwise output pixel and hands it to `pixel(oh, ow, channels)`.
-        #[inline(always)]
-        fn for_each_depthwise_pixel(
-            &self,
-            x: &#input,
-            mut pixel: impl FnMut(usize, usize, &#pixel_in),
-        ) {
-            let w = &*self.depthwise_weight;
-            let bias = #dw_bias;
-            #walk
+/// Tiny layers with few channels: both stages in channel planes, vectorised across positions
+/// (`separable_runtime::planar`), with the geometry as one constant.
+fn planar_kernels(ctx: &Ctx<'_>, planar: Planar) -> TokenStream {
+    let krate = ctx.krate;
+    let layer = ctx.layer;
+    let spec = &layer.spec;
+    let shape = &layer.shape;
+    let Plan { rows, cols, .. } = &ctx.plan;
+    let elem = &ctx.elem;
+    let (input, depthwise, output) = (
+        ctx.array(&shape.input),
+        ctx.array(&shape.depthwise),
+        ctx.array(&shape.output),
+    );
+    let [h, w, c] = shape.input.map(lit);
+    let [oh, ow, n] = shape.output.map(lit);
+    let (cm, kh, kw) = (lit(shape.depthwise[2]), lit(rows.kernel), lit(cols.kernel));
+    let (p, l) = (lit(planar.plane), lit(planar.run));
+    let row_stride = lit(planar.row_stride);
+    let (pt, pl) = (lit(rows.pad_before), lit(cols.pad_before));
+    let (sh, sw) = (lit(rows.stride), lit(cols.stride));
+    let (dh, dw) = (lit(rows.dilation), lit(cols.dilation));
+    let bias = |present: bool, field: TokenStream| {
+        if present {
+            quote!(::core::option::Option::Some(&*self.#field))
+        } else {
+            quote!(::core::option::Option::None)
         }
+    };
+    let dw_bias = bias(spec.bias.depthwise(), quote!(depthwise_bias));
+    let pw_bias = bias(spec.bias.pointwise(), quote!(pointwise_bias));
+    let (dw_act, pw_act) = (
+        activation_tokens(layer.depthwise_activation),
+        activation_tokens(layer.pointwise_activation),
+    );
+    let generics = quote!(#elem, #h, #w, #c, #cm, #n, #oh, #ow, #kh, #kw, #p, #l);
+    let pointwise = pointwise_pixel_kernels(ctx);
+    quote! {
+        /// Where the input and outputs sit in the channel planes.
+        const PLANES: __sep::Planes = __sep::Planes {
+            row_stride: #row_stride,
+            pad: [#pt, #pl],
+            stride: [#sh, #sw],
+            dilation: [#dh, #dw],
+        };
+
+        #[inline(always)]
+        fn planar_weights(&self) -> __sep::PlanarWeights<'_, #elem, #cm, #n, #kh, #kw> {
+            __sep::PlanarWeights {
+                depthwise: &self.depthwise_weight,
+                depthwise_bias: #dw_bias,
+                pointwise: &self.pointwise_weight[..],
+                pointwise_bias: #pw_bias,
+                activations: [#krate::Activation::#dw_act, #krate::Activation::#pw_act],
+            }
+        }
+
+        #[inline(always)]
+        fn forward_planes(&self, isa: __sep::Isa, x: &#input, out: &mut #output) {
+            __sep::planar_forward::<#generics>(isa, &Self::PLANES, &self.planar_weights(), x, out);
+        }
+
+        #[inline(always)]
+        fn depthwise_planes(&self, isa: __sep::Isa, x: &#input, out: &mut #depthwise) {
+            __sep::planar_depthwise::<#generics>(isa, &Self::PLANES, &self.planar_weights(), x, out);
+        }
+
+        #pointwise
     }
 }
 
@@ -1008,8 +1120,10 @@ fn kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
     let depthwise = ctx.array(&shape.depthwise);
     let output = ctx.array(&shape.output);
     let (elem, zero) = (&ctx.elem, &ctx.zero);
-    let Depthwise::InteriorBorder { strips, .. } = &ctx.plan.depthwise else {
-        return TokenStream::new();
+    let strips = match &ctx.plan.depthwise {
+        Depthwise::InteriorBorder { strips, .. } => strips,
+        Depthwise::Planar(_) => return planar_kernel_structs(ctx, name),
+        Depthwise::Unrolled => return TokenStream::new(),
     };
     let kc_lit = lit(strips.channels);
     let scratch_pixels = lit(strips.rows * shape.depthwise[1]);
@@ -1069,6 +1183,43 @@ fn kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
             #[inline(always)]
             fn run(self, isa: __sep::Isa) {
                 self.layer.pointwise_strips(isa, self.y, self.out);
+            }
+        }
+    }
+}
+
+/// The `__sep::Kernel` implementations of a planar layer: both stages, and the depthwise stage.
+fn planar_kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
+    let shape = &ctx.layer.shape;
+    let input = ctx.array(&shape.input);
+    let depthwise = ctx.array(&shape.depthwise);
+    let output = ctx.array(&shape.output);
+    quote! {
+        struct __Forward<'a> {
+            layer: &'a #name,
+            x: &'a #input,
+            out: &'a mut #output,
+        }
+
+        impl __sep::Kernel for __Forward<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run(self, isa: __sep::Isa) {
+                self.layer.forward_planes(isa, self.x, self.out);
+            }
+        }
+
+        struct __Depthwise<'a> {
+            layer: &'a #name,
+            x: &'a #input,
+            out: &'a mut #depthwise,
+        }
+
+        impl __sep::Kernel for __Depthwise<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run(self, isa: __sep::Isa) {
+                self.layer.depthwise_planes(isa, self.x, self.out);
             }
         }
     }

@@ -1,11 +1,17 @@
 //! The unroll policy: which output positions get straight-line code and which get loops.
 //!
-//! Two layouts of the depthwise stage, chosen per layer so the emitted code stays bounded:
+//! Three layouts of the depthwise stage, chosen per layer so the emitted code stays bounded.
+//! Tiny layers have at most [`UNROLL_POSITIONS`] output positions and at most [`UNROLL_TAPS`]
+//! taps in total:
 //!
-//! * **Unrolled** (tiny layers such as the seed): every output position is its own block
-//!   holding exactly the taps that land inside the input, all indices literal. Chosen when the
-//!   layer has at most [`UNROLL_POSITIONS`] output positions and at most [`UNROLL_TAPS`] taps in
-//!   total.
+//! * **Planar** (tiny layers with few channels, such as the seed): at most [`PLANAR_CHANNELS`]
+//!   depthwise channels, too few to vectorise across, and planes of at most
+//!   [`PLANAR_POSITIONS`]. The input goes into zero-padded channel planes and each depthwise
+//!   channel is one flat run over them, vectorised across positions (see [`Planar`] and
+//!   `separable_runtime::planar`); strided layers compute the stride-1 run and read every
+//!   stride-th position, which costs little at this size. One call with literal sizes.
+//! * **Unrolled** (the other tiny layers, whose pixels fill vectors): every output position is
+//!   its own block holding exactly the taps that land inside the input, all indices literal.
 //! * **Strips** (everything else): the output is computed a strip of rows and a block of
 //!   channels at a time (see [`Strips`]). In each row, the interior run, where every tap of the
 //!   window is inside the input, is one call of the depthwise row microkernel with the window's
@@ -97,6 +103,8 @@ impl AxisPlan {
 /// How the depthwise stage of a layer is laid out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Depthwise {
+    /// Channel planes vectorised across positions (see [`Planar`]).
+    Planar(Planar),
     /// Every output position its own block; each pixel goes straight to the pointwise stage.
     Unrolled,
     /// An interior loop and a border loop, run over strips of rows and blocks of channels
@@ -106,6 +114,76 @@ pub(crate) enum Depthwise {
         cols: Range<usize>,
         strips: Strips,
     },
+}
+
+/// Largest depthwise channel count `C·M` computed in planes: wider pixels vectorise across
+/// their channels (one AVX2 vector of `f32` holds 8).
+pub(crate) const PLANAR_CHANNELS: usize = 8;
+/// Largest plane, in positions, of a layer computed in planes: bounds the stack scratch of
+/// `C·P + C·M·L` elements and the positions computed and thrown away (padding columns, and
+/// the rows and columns a stride skips).
+pub(crate) const PLANAR_POSITIONS: usize = 256;
+/// Runs are a whole number of this many positions, so they split into full vectors
+/// (`separable_runtime::planar::LANES`, which checks it).
+pub(crate) const PLANAR_LANES: usize = 8;
+
+/// The geometry of a tiny layer computed in channel planes (`separable_runtime::planar`): one
+/// zero-padded plane of `plane` positions per input channel, row stride `row_stride`, and per
+/// depthwise channel one run of `run` positions starting at the plane's origin; output
+/// `(oh, ow)` is run position `oh·SH·row_stride + ow·SW`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Planar {
+    pub(crate) row_stride: usize,
+    pub(crate) plane: usize,
+    pub(crate) run: usize,
+}
+
+impl Planar {
+    /// The planes of a tiny layer, or `None` when its pixels are wide enough to vectorise
+    /// across channels (`C·M > PLANAR_CHANNELS`) or its planes would be larger than
+    /// [`PLANAR_POSITIONS`].
+    ///
+    /// The row stride holds the left padding, the input and every column a window reaches; the
+    /// run reaches the last output; the plane holds the padded input and every tap of the run.
+    fn new(spec: &LayerSpec, rows: &AxisPlan, cols: &AxisPlan) -> Option<Planar> {
+        if spec.input[2] * spec.multiplier > PLANAR_CHANNELS {
+            return None;
+        }
+        // Saturating: the sizes of a valid layer are far from overflow, and a saturated plane
+        // is too large anyway.
+        let reach = |axis: &AxisPlan| {
+            axis.output
+                .saturating_sub(1)
+                .saturating_mul(axis.stride)
+                .saturating_add((axis.kernel - 1).saturating_mul(axis.dilation))
+                .saturating_add(1)
+        };
+        let row_stride = cols.pad_before.saturating_add(cols.input).max(reach(cols));
+        let last = rows
+            .output
+            .saturating_sub(1)
+            .saturating_mul(rows.stride)
+            .saturating_mul(row_stride)
+            .saturating_add(cols.output.saturating_sub(1).saturating_mul(cols.stride));
+        let run = last
+            .saturating_add(1)
+            .checked_next_multiple_of(PLANAR_LANES)
+            .unwrap_or(usize::MAX);
+        let taps = (rows.kernel - 1)
+            .saturating_mul(rows.dilation)
+            .saturating_mul(row_stride)
+            .saturating_add((cols.kernel - 1).saturating_mul(cols.dilation));
+        let plane = run.saturating_add(taps).max(
+            rows.pad_before
+                .saturating_add(rows.input)
+                .saturating_mul(row_stride),
+        );
+        (plane <= PLANAR_POSITIONS).then_some(Planar {
+            row_stride,
+            plane,
+            run,
+        })
+    }
 }
 
 /// How `forward` tiles a non-tiny layer: the depthwise output of `rows` output rows and
@@ -180,15 +258,18 @@ impl Plan {
         );
         let tiny = rows.output.saturating_mul(cols.output) <= UNROLL_POSITIONS
             && rows.total_taps().saturating_mul(cols.total_taps()) <= UNROLL_TAPS;
-        let depthwise = if tiny {
-            Depthwise::Unrolled
-        } else {
-            Depthwise::InteriorBorder {
-                rows: rows.interior(),
-                cols: cols.interior(),
-                strips: Strips::new(spec, cols.output, rows.output, elem_bytes),
-            }
-        };
+        let depthwise =
+            if let Some(planar) = tiny.then(|| Planar::new(spec, &rows, &cols)).flatten() {
+                Depthwise::Planar(planar)
+            } else if tiny {
+                Depthwise::Unrolled
+            } else {
+                Depthwise::InteriorBorder {
+                    rows: rows.interior(),
+                    cols: cols.interior(),
+                    strips: Strips::new(spec, cols.output, rows.output, elem_bytes),
+                }
+            };
         Plan {
             rows,
             cols,
@@ -242,11 +323,53 @@ mod tests {
     }
 
     #[test]
-    fn the_seed_is_unrolled() {
+    fn the_seed_is_planar() {
         let p = plan(LayerSpec::new([5, 5, 3], 4).with_padding(Padding::Same));
-        assert_eq!(p.depthwise, Depthwise::Unrolled);
+        // Rows of 1 + 5 + 1 positions; the run reaches output (4, 4) at 4 * 7 + 4 = 32, rounded
+        // up to 40; the last tap of the run reads 39 + 2 * 7 + 2 = 55.
+        assert_eq!(
+            p.depthwise,
+            Depthwise::Planar(Planar {
+                row_stride: 7,
+                plane: 56,
+                run: 40
+            })
+        );
         // 2 + 3 + 3 + 3 + 2 in-bounds taps per axis.
         assert_eq!(p.rows.total_taps(), 13);
+    }
+
+    /// Wider pixels, or planes larger than [`PLANAR_POSITIONS`], stay unrolled; strides and
+    /// dilations widen the rows and the run.
+    #[test]
+    fn planes_of_tiny_layers() {
+        let p = plan(LayerSpec::new([5, 5, 9], 4).with_padding(Padding::Same));
+        assert_eq!(p.depthwise, Depthwise::Unrolled);
+        let p = plan(LayerSpec::new([5, 5, 4], 4).with_multiplier(3));
+        assert_eq!(p.depthwise, Depthwise::Unrolled);
+        let p = plan(
+            LayerSpec::new([22, 22, 1], 2)
+                .with_kernel([1, 1])
+                .with_stride([3, 3]),
+        );
+        assert_eq!(p.depthwise, Depthwise::Unrolled);
+        // 11 x 6, stride 2, dilation 2, TF SAME: 6 x 3 outputs, window reach 5, padding 2 + 2
+        // rows and 1 + 2 columns; rows of max(1 + 6, 2 * 2 + 4 + 1) = 9 positions.
+        let spec = LayerSpec::new([11, 6, 3], 4)
+            .with_stride([2, 2])
+            .with_dilation([2, 2])
+            .with_padding(Padding::Same);
+        let p = plan(spec);
+        assert_eq!((p.rows.pad_before, p.cols.pad_before), (2, 1));
+        // The run reaches 5 * 2 * 9 + 2 * 2 = 94 (96 rounded), its taps 4 * 9 + 4 further.
+        assert_eq!(
+            p.depthwise,
+            Depthwise::Planar(Planar {
+                row_stride: 9,
+                plane: 136,
+                run: 96
+            })
+        );
     }
 
     #[test]

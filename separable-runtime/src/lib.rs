@@ -29,6 +29,7 @@ mod layer;
 #[cfg(feature = "ndarray")]
 mod ndarray_interop;
 mod parallel;
+pub mod planar;
 #[cfg(feature = "alloc")]
 pub mod reference;
 mod storage;
@@ -76,6 +77,10 @@ pub mod __private {
     #[cfg(feature = "alloc")]
     pub use crate::layer::{net_load_block, net_safetensors_file};
     pub use crate::parallel::for_each_chunk;
+    pub use crate::planar::{
+        Planes, Weights as PlanarWeights, depthwise as planar_depthwise, forward as planar_forward,
+        isa as planar_isa,
+    };
     pub use crate::storage::{Owned, Storage};
     pub use crate::tensor::{hwc, hwc_mut};
     pub use crate::weights::{PointwiseWeights, PointwiseWeightsMut};

@@ -154,6 +154,12 @@ pub(crate) fn widen<T: Element>(values: &[T]) -> Vec<f64> {
     values.iter().map(|&v| v.to_f64()).collect()
 }
 
+/// Largest `C·M` of a tiny layer computed in channel planes.
+const PLANAR_CHANNELS: usize = 8;
+/// Largest plane (positions) of a tiny layer computed in channel planes.
+const PLANAR_POSITIONS: usize = 256;
+/// Runs of a planar layer are a whole number of this many positions.
+const PLANAR_LANES: usize = 8;
 /// Largest number of output positions of an unrolled layer.
 const UNROLL_POSITIONS: usize = 64;
 /// Largest number of in-bounds taps (rows times columns) of an unrolled layer.
@@ -169,7 +175,9 @@ const MIN_CHANNEL_BLOCK: usize = 64;
 /// `separable-macros/src/plan.rs` (not from the macro's code).
 ///
 /// A layer with at most 64 output positions and at most 256 in-bounds taps (rows times columns)
-/// is unrolled position by position. Any other layer runs in strips: the depthwise output of
+/// is tiny. A tiny layer with `C·M <= 8` whose channel plane (see [`plane_len`]) has at most 256
+/// positions is computed in channel planes, vectorised across positions; any other tiny layer is
+/// unrolled position by position. Any other layer runs in strips: the depthwise output of
 /// `rows` output rows and `channels` depthwise channels at a time goes to a scratch buffer that
 /// the pointwise microkernel reads. `channels` is all of `C·M` when that is at most 256, else the
 /// largest `d·M` with `d` dividing `C` and `d·M <= 256` if that is at least 64, else all of `C·M`.
@@ -178,6 +186,8 @@ const MIN_CHANNEL_BLOCK: usize = 64;
 /// depthwise row microkernel and the border positions to a rolled loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Layout {
+    /// Channel planes, vectorised across positions.
+    Planar,
     /// Every output position its own block.
     Unrolled,
     /// Strips of rows and blocks of channels, each row an interior run and a border.
@@ -226,6 +236,24 @@ pub(crate) fn elem_bytes(dtype: &str) -> usize {
     }
 }
 
+/// The positions of one channel plane of a planar layer: rows of `left padding + W` positions,
+/// or more if a window reaches further right; as many rows as the top padding and the input,
+/// or more if the taps of the run need them. The run covers every output position `(oh, ow)`
+/// at `oh·SH·stride + ow·SW`, rounded up to whole vectors of 8, and the plane every tap of it.
+#[must_use]
+pub(crate) fn plane_len(spec: &LayerSpec) -> usize {
+    let shape = spec
+        .shape()
+        .unwrap_or_else(|e| panic!("{spec:?} has no shape: {e}"));
+    let (rows, cols) = (shape.rows, shape.cols);
+    let ([h, w, _], [kh, kw], [sh, sw], [dh, dw]) =
+        (spec.input, spec.kernel, spec.stride, spec.dilation);
+    let stride = (cols.pad_before + w).max((cols.output - 1) * sw + (kw - 1) * dw + 1);
+    let run = ((rows.output - 1) * sh * stride + (cols.output - 1) * sw + 1)
+        .next_multiple_of(PLANAR_LANES);
+    (run + (kh - 1) * dh * stride + (kw - 1) * dw).max((rows.pad_before + h) * stride)
+}
+
 /// Per axis (rows, columns) of a layer: the in-bounds taps summed over the output positions, and
 /// the number of output positions whose every tap is in bounds.
 #[must_use]
@@ -268,7 +296,13 @@ impl Layout {
         let (taps, interior) = taps_and_interior(spec);
         let output = [shape.rows.output, shape.cols.output];
         if output[0] * output[1] <= UNROLL_POSITIONS && taps[0] * taps[1] <= UNROLL_TAPS {
-            return Layout::Unrolled;
+            let planar = spec.input[2] * spec.multiplier <= PLANAR_CHANNELS
+                && plane_len(spec) <= PLANAR_POSITIONS;
+            return if planar {
+                Layout::Planar
+            } else {
+                Layout::Unrolled
+            };
         }
         let all = spec.input[2] * spec.multiplier;
         let channels = channel_block(spec.input[2], spec.multiplier);
@@ -298,7 +332,7 @@ impl Layout {
     #[must_use]
     pub(crate) fn channel_blocks(self) -> usize {
         match self {
-            Layout::Unrolled => 1,
+            Layout::Planar | Layout::Unrolled => 1,
             Layout::Strips { channel_blocks, .. } => channel_blocks,
         }
     }
@@ -307,7 +341,7 @@ impl Layout {
     #[must_use]
     pub(crate) fn strips(self) -> usize {
         match self {
-            Layout::Unrolled => 1,
+            Layout::Planar | Layout::Unrolled => 1,
             Layout::Strips { strips, .. } => strips,
         }
     }
@@ -316,6 +350,7 @@ impl Layout {
     #[must_use]
     pub(crate) fn describe(self) -> String {
         match self {
+            Layout::Planar => "planar".to_owned(),
             Layout::Unrolled => "unrolled".to_owned(),
             Layout::Strips {
                 interior,

@@ -214,7 +214,7 @@ const _: () = {
             out: &mut [[[f32; 4]; 4]; 4],
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
-            self.forward_pixels(x, out)
+            __sep::dispatch_as(__sep::planar_isa(isa), __Forward { layer: self, x, out })
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
@@ -255,7 +255,14 @@ const _: () = {
             output: &mut ::separable::Tensor<4, 4, 2>,
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
-            self.depthwise_pixels(input.as_array(), output.as_array_mut())
+            __sep::dispatch_as(
+                __sep::planar_isa(isa),
+                __Depthwise {
+                    layer: self,
+                    x: input.as_array(),
+                    out: output.as_array_mut(),
+                },
+            )
         }
         /// Runs the pointwise stage (with its bias and activation) on a depthwise output.
         #[must_use]
@@ -288,27 +295,69 @@ const _: () = {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
             self.pointwise_pixels(depthwise.as_array(), output.as_array_mut())
         }
+        /// Where the input and outputs sit in the channel planes.
+        const PLANES: __sep::Planes = __sep::Planes {
+            row_stride: 4,
+            pad: [0, 0],
+            stride: [1, 1],
+            dilation: [1, 1],
+        };
         #[inline(always)]
-        fn forward_pixels(&self, x: &[[[f32; 2]; 4]; 4], out: &mut [[[f32; 4]; 4]; 4]) {
-            self.for_each_depthwise_pixel(
-                x,
-                |oh, ow, pixel| {
-                    out[oh][ow] = self.pointwise_at(pixel);
-                },
-            );
+        fn planar_weights(&self) -> __sep::PlanarWeights<'_, f32, 2, 4, 1, 1> {
+            __sep::PlanarWeights {
+                depthwise: &self.depthwise_weight,
+                depthwise_bias: ::core::option::Option::Some(&*self.depthwise_bias),
+                pointwise: &self.pointwise_weight[..],
+                pointwise_bias: ::core::option::Option::Some(&*self.pointwise_bias),
+                activations: [
+                    ::separable::Activation::Relu,
+                    ::separable::Activation::Relu,
+                ],
+            }
         }
         #[inline(always)]
-        fn depthwise_pixels(
+        fn forward_planes(
             &self,
+            isa: __sep::Isa,
+            x: &[[[f32; 2]; 4]; 4],
+            out: &mut [[[f32; 4]; 4]; 4],
+        ) {
+            __sep::planar_forward::<
+                f32,
+                4,
+                4,
+                2,
+                2,
+                4,
+                4,
+                4,
+                1,
+                1,
+                16,
+                16,
+            >(isa, &Self::PLANES, &self.planar_weights(), x, out);
+        }
+        #[inline(always)]
+        fn depthwise_planes(
+            &self,
+            isa: __sep::Isa,
             x: &[[[f32; 2]; 4]; 4],
             out: &mut [[[f32; 2]; 4]; 4],
         ) {
-            self.for_each_depthwise_pixel(
-                x,
-                |oh, ow, pixel| {
-                    out[oh][ow] = *pixel;
-                },
-            );
+            __sep::planar_depthwise::<
+                f32,
+                4,
+                4,
+                2,
+                2,
+                4,
+                4,
+                4,
+                1,
+                1,
+                16,
+                16,
+            >(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
         #[inline(always)]
         fn pointwise_pixels(
@@ -327,111 +376,29 @@ const _: () = {
             __sep::activate(::separable::Activation::Relu, &mut acc);
             acc
         }
-        /// Computes every depthwise output pixel and hands it to `pixel(oh, ow, channels)`.
+    }
+    struct __Forward<'a> {
+        layer: &'a TinyStem,
+        x: &'a [[[f32; 2]; 4]; 4],
+        out: &'a mut [[[f32; 4]; 4]; 4],
+    }
+    impl __sep::Kernel for __Forward<'_> {
+        type Output = ();
         #[inline(always)]
-        fn for_each_depthwise_pixel(
-            &self,
-            x: &[[[f32; 2]; 4]; 4],
-            mut pixel: impl FnMut(usize, usize, &[f32; 2]),
-        ) {
-            let w = &*self.depthwise_weight;
-            let bias = *self.depthwise_bias;
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[0][0], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(0, 0, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[0][1], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(0, 1, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[0][2], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(0, 2, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[0][3], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(0, 3, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[1][0], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(1, 0, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[1][1], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(1, 1, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[1][2], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(1, 2, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[1][3], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(1, 3, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[2][0], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(2, 0, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[2][1], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(2, 1, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[2][2], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(2, 2, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[2][3], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(2, 3, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[3][0], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(3, 0, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[3][1], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(3, 1, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[3][2], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(3, 2, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[3][3], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(3, 3, &acc);
-            }
+        fn run(self, isa: __sep::Isa) {
+            self.layer.forward_planes(isa, self.x, self.out);
+        }
+    }
+    struct __Depthwise<'a> {
+        layer: &'a TinyStem,
+        x: &'a [[[f32; 2]; 4]; 4],
+        out: &'a mut [[[f32; 2]; 4]; 4],
+    }
+    impl __sep::Kernel for __Depthwise<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run(self, isa: __sep::Isa) {
+            self.layer.depthwise_planes(isa, self.x, self.out);
         }
     }
     impl ::separable::Layer for TinyStem {
@@ -731,7 +698,7 @@ const _: () = {
             out: &mut [[[f32; 3]; 4]; 4],
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
-            self.forward_pixels(x, out)
+            __sep::dispatch_as(__sep::planar_isa(isa), __Forward { layer: self, x, out })
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
@@ -772,7 +739,14 @@ const _: () = {
             output: &mut ::separable::Tensor<4, 4, 4>,
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
-            self.depthwise_pixels(input.as_array(), output.as_array_mut())
+            __sep::dispatch_as(
+                __sep::planar_isa(isa),
+                __Depthwise {
+                    layer: self,
+                    x: input.as_array(),
+                    out: output.as_array_mut(),
+                },
+            )
         }
         /// Runs the pointwise stage (with its bias and activation) on a depthwise output.
         #[must_use]
@@ -805,27 +779,69 @@ const _: () = {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
             self.pointwise_pixels(depthwise.as_array(), output.as_array_mut())
         }
+        /// Where the input and outputs sit in the channel planes.
+        const PLANES: __sep::Planes = __sep::Planes {
+            row_stride: 4,
+            pad: [0, 0],
+            stride: [1, 1],
+            dilation: [1, 1],
+        };
         #[inline(always)]
-        fn forward_pixels(&self, x: &[[[f32; 4]; 4]; 4], out: &mut [[[f32; 3]; 4]; 4]) {
-            self.for_each_depthwise_pixel(
-                x,
-                |oh, ow, pixel| {
-                    out[oh][ow] = self.pointwise_at(pixel);
-                },
-            );
+        fn planar_weights(&self) -> __sep::PlanarWeights<'_, f32, 4, 3, 1, 1> {
+            __sep::PlanarWeights {
+                depthwise: &self.depthwise_weight,
+                depthwise_bias: ::core::option::Option::None,
+                pointwise: &self.pointwise_weight[..],
+                pointwise_bias: ::core::option::Option::None,
+                activations: [
+                    ::separable::Activation::Relu,
+                    ::separable::Activation::Relu,
+                ],
+            }
         }
         #[inline(always)]
-        fn depthwise_pixels(
+        fn forward_planes(
             &self,
+            isa: __sep::Isa,
+            x: &[[[f32; 4]; 4]; 4],
+            out: &mut [[[f32; 3]; 4]; 4],
+        ) {
+            __sep::planar_forward::<
+                f32,
+                4,
+                4,
+                4,
+                4,
+                3,
+                4,
+                4,
+                1,
+                1,
+                16,
+                16,
+            >(isa, &Self::PLANES, &self.planar_weights(), x, out);
+        }
+        #[inline(always)]
+        fn depthwise_planes(
+            &self,
+            isa: __sep::Isa,
             x: &[[[f32; 4]; 4]; 4],
             out: &mut [[[f32; 4]; 4]; 4],
         ) {
-            self.for_each_depthwise_pixel(
-                x,
-                |oh, ow, pixel| {
-                    out[oh][ow] = *pixel;
-                },
-            );
+            __sep::planar_depthwise::<
+                f32,
+                4,
+                4,
+                4,
+                4,
+                3,
+                4,
+                4,
+                1,
+                1,
+                16,
+                16,
+            >(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
         #[inline(always)]
         fn pointwise_pixels(
@@ -844,111 +860,29 @@ const _: () = {
             __sep::activate(::separable::Activation::Relu, &mut acc);
             acc
         }
-        /// Computes every depthwise output pixel and hands it to `pixel(oh, ow, channels)`.
+    }
+    struct __Forward<'a> {
+        layer: &'a TinyHead,
+        x: &'a [[[f32; 4]; 4]; 4],
+        out: &'a mut [[[f32; 3]; 4]; 4],
+    }
+    impl __sep::Kernel for __Forward<'_> {
+        type Output = ();
         #[inline(always)]
-        fn for_each_depthwise_pixel(
-            &self,
-            x: &[[[f32; 4]; 4]; 4],
-            mut pixel: impl FnMut(usize, usize, &[f32; 4]),
-        ) {
-            let w = &*self.depthwise_weight;
-            let bias = [0.0_f32; 4];
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[0][0], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(0, 0, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[0][1], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(0, 1, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[0][2], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(0, 2, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[0][3], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(0, 3, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[1][0], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(1, 0, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[1][1], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(1, 1, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[1][2], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(1, 2, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[1][3], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(1, 3, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[2][0], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(2, 0, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[2][1], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(2, 1, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[2][2], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(2, 2, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[2][3], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(2, 3, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[3][0], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(3, 0, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[3][1], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(3, 1, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[3][2], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(3, 2, &acc);
-            }
-            {
-                let mut acc = bias;
-                __sep::depthwise_tap(&mut acc, &x[3][3], &w[0][0]);
-                __sep::activate(::separable::Activation::Relu, &mut acc);
-                pixel(3, 3, &acc);
-            }
+        fn run(self, isa: __sep::Isa) {
+            self.layer.forward_planes(isa, self.x, self.out);
+        }
+    }
+    struct __Depthwise<'a> {
+        layer: &'a TinyHead,
+        x: &'a [[[f32; 4]; 4]; 4],
+        out: &'a mut [[[f32; 4]; 4]; 4],
+    }
+    impl __sep::Kernel for __Depthwise<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run(self, isa: __sep::Isa) {
+            self.layer.depthwise_planes(isa, self.x, self.out);
         }
     }
     impl ::separable::Layer for TinyHead {

@@ -16,7 +16,8 @@
 use separable::{Error, Tensor, separable_conv};
 
 separable_conv! {
-    /// Unrolled: 3 x 3 output positions, a depth multiplier, stride 2 with SAME padding.
+    /// Tiny, in channel planes: 3 x 3 output positions, a depth multiplier, stride 2 with SAME
+    /// padding.
     pub struct Tiny {
         input: 5 x 5 x 3, output: 4, kernel: 3, stride: 2, padding: same, multiplier: 2,
         bias: both, activation: relu6,
