@@ -78,5 +78,25 @@ def main(runs):
         print(f"| {layer} | {x:,.0f} | {mine:,.0f} | {gf:.1f} | {100 * gf / peak:.0f}% |")
 
 
+def per_run(runs):
+    """Ours / fastest anchor on every layer, run by run: how far the medians move."""
+    print("\nOurs / fastest anchor, full layer, in each run:\n")
+    print("| run | " + " | ".join(LAYERS) + " | all seven: sum of ours / sum of fastest |")
+    print("|---|" + "---:|" * (len(LAYERS) + 1))
+    for run in runs:
+        t, _ = load([run])
+        cells, ours_sum, best_sum = [], 0.0, 0.0
+        for layer in LAYERS:
+            anchors = [t.get((a, layer, "full")) for a, _ in ANCHORS]
+            fastest = min(v for v in anchors if v is not None)
+            mine = t[("separable", layer, "full")]
+            cells.append(f"{mine / fastest:.2f}")
+            ours_sum += mine
+            best_sum += fastest
+        name = run.rstrip("/").split("/")[-1]
+        print(f"| {name} | " + " | ".join(cells) + f" | {ours_sum / best_sum:.2f} |")
+
+
 if __name__ == "__main__":
     main(sys.argv[1:])
+    per_run(sys.argv[1:])

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Puts our layers in the same runs as the shared anchor harness, several times, and prints
+# BENCHMARKS.md's tables from those runs.
+#
+#   scripts/bench_runs.sh [harness dir (default ../anchors-run)] [runs (default 4)]
+#
+# The harness (`../shared/bench-anchors`, copied to a writable place first, see its README)
+# pins everything to one core and measures the machine's FMA peak and bandwidth in each run.
+# Ours join each run through its EXTRA_BENCH hook: the default build (row `separable`) and a
+# `-C target-cpu=native` build (row `separable-native`), both from `benches/anchors.rs`. After
+# the runs, the default binary runs once more without pinning for the `rayon` parallel rows,
+# and once per forced instruction set (`ISA=avx2`, `ISA=portable`), pinned.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+harness=$(realpath "${1:-../anchors-run}")
+runs=${2:-4}
+data=$harness/build/data
+
+# The path of the bench binary cargo builds (its "Executable" line).
+binary() {
+  "$@" 2>&1 | sed -n 's/.*Executable benches\/anchors.rs (\(.*\))$/\1/p' | tail -n 1
+}
+default=$(realpath "$(binary cargo bench --features rayon --bench anchors --no-run)")
+native=$(realpath "$(RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_DIR=target-native \
+  binary cargo bench --features rayon --bench anchors --no-run)")
+echo "default build: $default" >&2
+echo "native build: $native" >&2
+
+before=$(ls "$harness/results" 2>/dev/null || true)
+for _ in $(seq "$runs"); do
+  EXTRA_BENCH="$default $data; $native $data native" "$harness/run.sh" > /dev/null
+done
+new=()
+for run in $(ls "$harness/results"); do
+  if ! grep -qx "$run" <<< "$before"; then
+    new+=("$harness/results/$run")
+  fi
+done
+
+extra=$harness/results/separable-extra.csv
+echo "anchor,layer,part,median_us,min_us,gflops" > "$extra"
+LAYERS=mb1,mb2,mb3 "$default" "$data" >> "$extra"
+for isa in avx2 portable; do
+  ISA=$isa taskset -c 1 "$default" "$data" "$isa" >> "$extra"
+done
+
+python3 scripts/bench_table.py "${new[@]}"
+echo
+echo "Extra rows (parallel on every core; forced instruction sets, pinned): $extra"
+cat "$extra"
