@@ -26,10 +26,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The largest accepted ratio of the generated network's rebuild time to the reference one's.
 ///
-/// A regression bound over what is measured (20 to 40 on two shared cores), not the goal of 2:
-/// the reference crate's rebuild is mostly the fixed cost of compiling and linking a binary,
-/// and each generated layer type instantiates its kernels once per instruction set.
-const BUDGET: f64 = 60.0;
+/// Measured: 3 to 3.5 on two shared cores (1.5 to 2.3 s against 0.4 to 0.75 s). The kernels are
+/// compiled once in `separable-runtime`, so each generated layer type costs only its loops over
+/// strips, rows and channel blocks; the reference crate's rebuild is mostly the fixed cost of
+/// compiling and linking a binary. The bound leaves room for the machine's noise.
+const BUDGET: f64 = 6.0;
 
 /// Timed rebuilds of each crate; the fastest counts.
 const RUNS: usize = 2;

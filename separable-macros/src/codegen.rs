@@ -16,7 +16,7 @@ use separable_shape::{Activation, Bias, Padding};
 use crate::ast::Header;
 use crate::embed::{Embedded, FileDtype, Stored};
 use crate::model::{Dtype, Layer};
-use crate::plan::{AxisPlan, Depthwise, Plan, Planar, Strips};
+use crate::plan::{Depthwise, Plan, Planar, Strips};
 
 pub(crate) fn lit(n: usize) -> Literal {
     Literal::usize_unsuffixed(n)
@@ -563,9 +563,10 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
 }
 
 /// The public stages. Unrolled tiny layers run per pixel; planar tiny layers run on channel
-/// planes and the others tile by strips and channel blocks, both under `__sep::dispatch`, which
-/// compiles them for the CPU's instruction set (the pointwise stage alone of a tiny layer runs
-/// per pixel).
+/// planes under `__sep::dispatch`, which compiles them for the CPU's instruction set (the
+/// pointwise stage alone of a tiny layer runs per pixel); the others tile by strips and channel
+/// blocks, in loops compiled once for any instruction set around calls of the runtime's
+/// kernels, which pick the code for `isa`.
 fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
     let Ctx {
         krate,
@@ -600,30 +601,9 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             quote!(self.pointwise_pixels(depthwise.as_array(), output.as_array_mut())),
         ),
         Depthwise::InteriorBorder { .. } => (
-            quote!(__sep::dispatch_as(
-                isa,
-                __Forward {
-                    layer: self,
-                    x,
-                    out
-                }
-            )),
-            quote!(__sep::dispatch_as(
-                isa,
-                __Depthwise {
-                    layer: self,
-                    x: input.as_array(),
-                    out: output.as_array_mut()
-                }
-            )),
-            quote!(__sep::dispatch_as(
-                isa,
-                __Pointwise {
-                    layer: self,
-                    y: depthwise.as_array(),
-                    out: output.as_array_mut()
-                }
-            )),
+            quote!(self.forward_strips(isa, x, out)),
+            quote!(self.depthwise_strips(isa, input.as_array(), output.as_array_mut())),
+            quote!(self.pointwise_strips(isa, depthwise.as_array(), output.as_array_mut())),
         ),
     };
     let parallel = match &ctx.plan.depthwise {
@@ -631,12 +611,15 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         Depthwise::InteriorBorder { strips, .. } => {
             let [_, ow, n] = ctx.layer.shape.output;
             let (rows, chunk) = (lit(strips.rows), lit(strips.rows * ow * n));
+            let (zero, kc) = (&ctx.zero, lit(strips.channels));
+            let scratch_pixels = lit(strips.rows * ctx.layer.shape.depthwise[1]);
             quote! {
                 let isa = #krate::Isa::detect();
                 let x = input.as_array();
                 let out = output.as_array_mut().as_flattened_mut().as_flattened_mut();
                 __sep::for_each_chunk(out, #chunk, |strip, out| {
-                    __sep::dispatch_as(isa, __Strip { layer: self, x, r0: strip * #rows, out });
+                    let mut scratch = [[#zero; #kc]; #scratch_pixels];
+                    self.forward_strip(isa, x, strip * #rows, out, &mut scratch);
                 });
             }
         }
@@ -971,15 +954,35 @@ fn strip_kernels(
         (activation != Activation::None).then(|| {
             let act = activation_tokens(activation);
             let krate = ctx.krate;
-            quote!(__sep::activate_slice(#krate::Activation::#act, #values);)
+            quote!(__sep::activate_all(isa, #krate::Activation::#act, #values);)
         })
     };
     let dw_activation = activation_of(layer.depthwise_activation, quote!(strip.as_flattened_mut()));
     let pw_activation = activation_of(layer.pointwise_activation, quote!(out));
     let walk = interior_border(ctx, interior_rows, interior_cols);
+    let geometry = {
+        let spec = &layer.spec;
+        let (input, m, kc) = (spec.input.map(lit), lit(spec.multiplier), lit(kc));
+        let (kernel, stride, dilation) = (
+            spec.kernel.map(lit),
+            spec.stride.map(lit),
+            spec.dilation.map(lit),
+        );
+        let padding = [lit(ctx.plan.rows.pad_before), lit(ctx.plan.cols.pad_before)];
+        quote! {
+            const GEOMETRY: __sep::DepthwiseGeometry = __sep::DepthwiseGeometry {
+                input: [#(#input),*],
+                multiplier: #m,
+                block: #kc,
+                kernel: [#(#kernel),*],
+                stride: [#(#stride),*],
+                dilation: [#(#dilation),*],
+                padding: [#(#padding),*],
+            };
+        }
+    };
     quote! {
         /// Both stages over strips of output rows.
-        #[inline(always)]
         fn forward_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #output) {
             let mut scratch = [[#zero; #kc_lit]; #scratch_pixels];
             let out = out.as_flattened_mut().as_flattened_mut();
@@ -991,7 +994,6 @@ fn strip_kernels(
         /// Both stages for the strip of output rows from `r0` (`out` holds those rows): per block
         /// of channels, the strip's depthwise output goes to `scratch` (on the stack, sized for
         /// the cache), and the pointwise microkernel adds its contribution to `out`.
-        #[inline(always)]
         fn forward_strip(
             &self,
             isa: __sep::Isa,
@@ -1011,15 +1013,18 @@ fn strip_kernels(
                     a: strip.as_flattened(),
                     pixels,
                     k0: kb * #kc_lit,
+                    kb: #kc_lit,
+                    k: #cm_lit,
+                    n: #n_lit,
                     packed: &self.pointwise_weight[..],
                 };
                 let init = if kb == 0 { ::core::option::Option::Some(bias) } else { ::core::option::Option::None };
-                __sep::pointwise_block::<#elem, #kc_lit, #cm_lit, #n_lit>(isa, &block, init, out);
+                __sep::pointwise_block(isa, &block, init, out);
             }
             #pw_activation
         }
 
-        #[inline(always)]
+        /// The depthwise stage alone, over the same strips and blocks as `forward_strip`.
         fn depthwise_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #depthwise) {
             let mut scratch = [[#zero; #kc_lit]; #scratch_pixels];
             for r0 in (0..#oh_lit).step_by(#rows_lit) {
@@ -1030,14 +1035,19 @@ fn strip_kernels(
                     let strip = &mut scratch[..pixels];
                     self.depthwise_block(isa, x, r0, r1, kb, strip);
                     #dw_activation
-                    for (pixel, out) in strip.iter().zip(rows.iter_mut().flatten()) {
-                        *__sep::channels_mut::<_, #cm_lit, #kc_lit>(out, kb) = *pixel;
-                    }
+                    __sep::scatter(
+                        isa,
+                        strip.as_flattened(),
+                        rows.as_flattened_mut().as_flattened_mut(),
+                        #kc_lit,
+                        #cm_lit,
+                        kb * #kc_lit,
+                    );
                 }
             }
         }
 
-        #[inline(always)]
+        /// The pointwise stage alone, over strips of rows of the depthwise output.
         fn pointwise_strips(&self, isa: __sep::Isa, y: &#depthwise, out: &mut #output) {
             let y = y.as_flattened().as_flattened();
             let out = out.as_flattened_mut().as_flattened_mut();
@@ -1048,22 +1058,19 @@ fn strip_kernels(
                     a: &y[r0 * #ow_lit * #cm_lit..r1 * #ow_lit * #cm_lit],
                     pixels: (r1 - r0) * #ow_lit,
                     k0: 0,
+                    kb: #cm_lit,
+                    k: #cm_lit,
+                    n: #n_lit,
                     packed: &self.pointwise_weight[..],
                 };
                 let out = &mut out[r0 * #ow_lit * #n_lit..r1 * #ow_lit * #n_lit];
-                __sep::pointwise_block::<#elem, #cm_lit, #cm_lit, #n_lit>(
-                    isa,
-                    &block,
-                    ::core::option::Option::Some(bias),
-                    out,
-                );
+                __sep::pointwise_block(isa, &block, ::core::option::Option::Some(bias), out);
                 #pw_activation
             }
         }
 
         /// The depthwise stage (without activation) of output rows `r0..r1` and channel block
         /// `kb` into `out`, one entry per pixel of those rows.
-        #[inline(always)]
         fn depthwise_block(
             &self,
             isa: __sep::Isa,
@@ -1073,8 +1080,10 @@ fn strip_kernels(
             kb: usize,
             out: &mut [#block],
         ) {
-            let w = &*self.depthwise_weight;
-            out.fill(#dw_bias);
+            #geometry
+            let w = self.depthwise_weight.as_flattened().as_flattened();
+            let x = x.as_flattened().as_flattened();
+            __sep::fill(isa, out.as_flattened_mut(), &#dw_bias);
             #walk
         }
     }
@@ -1113,78 +1122,12 @@ fn tap(
     }
 }
 
-/// The `__sep::Kernel` implementations `dispatch` runs: one per stage.
+/// The `__sep::Kernel` implementations `dispatch` runs: the planar layout's stages.
 fn kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
-    let shape = &ctx.layer.shape;
-    let input = ctx.array(&shape.input);
-    let depthwise = ctx.array(&shape.depthwise);
-    let output = ctx.array(&shape.output);
-    let (elem, zero) = (&ctx.elem, &ctx.zero);
-    let strips = match &ctx.plan.depthwise {
-        Depthwise::InteriorBorder { strips, .. } => strips,
-        Depthwise::Planar(_) => return planar_kernel_structs(ctx, name),
-        Depthwise::Unrolled => return TokenStream::new(),
-    };
-    let kc_lit = lit(strips.channels);
-    let scratch_pixels = lit(strips.rows * shape.depthwise[1]);
-    quote! {
-        struct __Forward<'a> {
-            layer: &'a #name,
-            x: &'a #input,
-            out: &'a mut #output,
-        }
-
-        impl __sep::Kernel for __Forward<'_> {
-            type Output = ();
-            #[inline(always)]
-            fn run(self, isa: __sep::Isa) {
-                self.layer.forward_strips(isa, self.x, self.out);
-            }
-        }
-
-        struct __Strip<'a> {
-            layer: &'a #name,
-            x: &'a #input,
-            r0: usize,
-            out: &'a mut [#elem],
-        }
-
-        impl __sep::Kernel for __Strip<'_> {
-            type Output = ();
-            #[inline(always)]
-            fn run(self, isa: __sep::Isa) {
-                let mut scratch = [[#zero; #kc_lit]; #scratch_pixels];
-                self.layer.forward_strip(isa, self.x, self.r0, self.out, &mut scratch);
-            }
-        }
-
-        struct __Depthwise<'a> {
-            layer: &'a #name,
-            x: &'a #input,
-            out: &'a mut #depthwise,
-        }
-
-        impl __sep::Kernel for __Depthwise<'_> {
-            type Output = ();
-            #[inline(always)]
-            fn run(self, isa: __sep::Isa) {
-                self.layer.depthwise_strips(isa, self.x, self.out);
-            }
-        }
-
-        struct __Pointwise<'a> {
-            layer: &'a #name,
-            y: &'a #depthwise,
-            out: &'a mut #output,
-        }
-
-        impl __sep::Kernel for __Pointwise<'_> {
-            type Output = ();
-            #[inline(always)]
-            fn run(self, isa: __sep::Isa) {
-                self.layer.pointwise_strips(isa, self.y, self.out);
-            }
-        }
+    match &ctx.plan.depthwise {
+        Depthwise::Planar(_) => planar_kernel_structs(ctx, name),
+        // Strip layers call the runtime's kernels, which pick the instruction set themselves.
+        Depthwise::Unrolled | Depthwise::InteriorBorder { .. } => TokenStream::new(),
     }
 }
 
@@ -1291,7 +1234,7 @@ fn interior_border(
     interior_cols: &Range<usize>,
 ) -> TokenStream {
     let Plan { rows, cols, .. } = &ctx.plan;
-    let (oh, ow) = (quote!(oh), quote!(ow));
+    let oh = quote!(oh);
     let has_interior = !interior_rows.is_empty() && !interior_cols.is_empty();
     let (r0, r1, c0, c1) = (
         lit(interior_rows.start),
@@ -1302,41 +1245,22 @@ fn interior_border(
     let ow_n = lit(cols.output);
 
     let interior = has_interior.then(|| {
-        let input_rows: Vec<TokenStream> = (0..rows.kernel)
-            .map(|kh| {
-                let row = position(&oh, rows.stride, rows.offset(kh));
-                quote!(&x[#row])
-            })
-            .collect();
+        // Input row of tap 0: inside the input in interior rows.
+        let row0 = position(&oh, rows.stride, rows.offset(0));
         // Input column of tap 0 for the first interior pixel: inside the input by definition.
         let col0 = lit((interior_cols.start * cols.stride).saturating_sub(cols.pad_before));
-        let (sw, dw) = (lit(cols.stride), lit(cols.dilation));
-        let shape = &ctx.layer.shape;
-        let spec = &ctx.layer.spec;
-        let (c, w, cm, kc, m, kh, kw) = (
-            lit(spec.input[2]),
-            lit(spec.input[1]),
-            lit(shape.depthwise[2]),
-            lit(ctx.block_channels()),
-            lit(spec.multiplier),
-            lit(rows.kernel),
-            lit(cols.kernel),
-        );
-        let elem = &ctx.elem;
         quote! {
             // Interior: every tap of the window is inside the input.
             for oh in r0.max(#r0)..r1.min(#r1) {
-                let run = __sep::DepthwiseRun {
-                    rows: [#(#input_rows),*],
-                    col0: #col0,
-                    kb,
-                };
                 let row = (oh - r0) * #ow_n;
-                __sep::depthwise_run::<#elem, #c, #w, #cm, #kc, #m, #kh, #kw, #sw, #dw>(
+                __sep::depthwise_run(
                     isa,
-                    &mut out[row + #c0..row + #c1],
-                    &run,
+                    &GEOMETRY,
+                    x,
+                    [#row0, #col0],
+                    kb,
                     w,
+                    out[row + #c0..row + #c1].as_flattened_mut(),
                 );
             }
         }
@@ -1345,77 +1269,41 @@ fn interior_border(
     let covers_all =
         has_interior && interior_rows.len() == rows.output && interior_cols.len() == cols.output;
     let border = (!covers_all).then(|| {
-        let row_taps = axis_taps(&oh, rows);
-        let col_taps = axis_taps(&ow, cols);
-        let origin = |o: &TokenStream, first: TokenStream, axis: &AxisPlan| {
-            let base = position(o, axis.stride, 0);
-            let tap = position(&first, axis.dilation, 0);
-            let pad = lit(axis.pad_before);
-            // Non-negative whenever the taps are not empty: the first tap is inside the input.
-            quote!((#base + #tap).saturating_sub(#pad))
-        };
-        let row_origin = origin(&oh, quote!(row_taps.0), rows);
-        let col_origin = origin(&ow, quote!(col_taps.0), cols);
-        let shape = &ctx.layer.shape;
-        let spec = &ctx.layer.spec;
-        let elem = &ctx.elem;
-        let (c, h, w, cm, kc, m, kh, kw, dh, dw) = (
-            lit(spec.input[2]),
-            lit(spec.input[0]),
-            lit(spec.input[1]),
-            lit(shape.depthwise[2]),
-            lit(ctx.block_channels()),
-            lit(spec.multiplier),
-            lit(rows.kernel),
-            lit(cols.kernel),
-            lit(rows.dilation),
-            lit(cols.dilation),
-        );
         // In interior rows only the columns outside the interior run are border positions.
         let columns = if has_interior {
-            quote! {
-                let (left, right) = if (#r0..#r1).contains(&oh) { (#c0, #c1) } else { (#ow_n, #ow_n) };
-                let columns = (0..left).chain(right..#ow_n);
-            }
+            quote!(let (left, right) = if (#r0..#r1).contains(&oh) { (#c0, #c1) } else { (#ow_n, #ow_n) };)
         } else {
-            quote!(let columns = 0..#ow_n;)
+            quote!(let (left, right) = (#ow_n, #ow_n);)
         };
         quote! {
             // Border: positions whose window overlaps the padding, with the taps inside the input.
             for oh in r0..r1 {
-                let row_taps = #row_taps;
                 #columns
-                for ow in columns {
-                    let col_taps = #col_taps;
-                    let taps = __sep::DepthwiseTaps {
-                        rows: row_taps.0..row_taps.1,
-                        cols: col_taps.0..col_taps.1,
-                        origin: [#row_origin, #col_origin],
-                        kb,
-                    };
-                    __sep::depthwise_pixel::<#elem, #c, #h, #w, #cm, #kc, #m, #kh, #kw, #dh, #dw>(
-                        isa,
-                        &mut out[(oh - r0) * #ow_n + ow],
-                        x,
-                        &taps,
-                        w,
-                    );
-                }
+                let row = (oh - r0) * #ow_n;
+                __sep::depthwise_border(
+                    isa,
+                    &GEOMETRY,
+                    x,
+                    oh,
+                    0..left,
+                    kb,
+                    w,
+                    out[row..row + left].as_flattened_mut(),
+                );
+                __sep::depthwise_border(
+                    isa,
+                    &GEOMETRY,
+                    x,
+                    oh,
+                    right..#ow_n,
+                    kb,
+                    w,
+                    out[row + right..row + #ow_n].as_flattened_mut(),
+                );
             }
         }
     });
     quote!(#interior #border)
-}
-
-fn axis_taps(var: &TokenStream, axis: &AxisPlan) -> TokenStream {
-    let (s, d, p, i, k) = (
-        lit(axis.stride),
-        lit(axis.dilation),
-        lit(axis.pad_before),
-        lit(axis.input),
-        lit(axis.kernel),
-    );
-    quote!(__sep::tap_range(#var, #s, #d, #p, #i, #k))
 }
 
 fn trait_impl(ctx: &Ctx<'_>, header: &Header) -> TokenStream {

@@ -1,109 +1,142 @@
-//! The depthwise window microkernel: all taps of one output pixel over a block of channels.
+//! The depthwise microkernels: the interior run of a row of output pixels, and one border
+//! pixel, over a block of channels.
 //!
-//! `acc[c·M + m] += sum over taps t of x[t][c] * w[t][c·M + m]`. The generated interior loop
-//! calls it once per output pixel with the window's input pixels and weights at literal
-//! offsets. With multiplier 1 and `f32`, the AVX-512 and AVX2 paths keep one vector of
-//! accumulators in a register across all taps and use fused multiply-adds; everything else
-//! runs the portable loop, which the compiler vectorises.
+//! `acc[c·M + m] += sum over taps t of x[t][c] * w[t][c·M + m]`. Every size is a run-time
+//! value ([`Geometry`]), so the kernels are compiled once, in this crate, whatever layers a
+//! program declares. With multiplier 1 and `f32`, the AVX-512 and AVX2 paths keep a group of
+//! pixels' accumulators in registers across all taps and use fused multiply-adds; they are
+//! compiled with the kernel size and the stride as literals for the 3 x 3 windows of stride 1
+//! and 2 ([`COMPILED_WINDOWS`]), and with the channel count too for [`COMPILED_CHANNELS`], and
+//! read them from the geometry otherwise. Everything else runs
+//! the portable loop, which the compiler vectorises.
 
 use crate::Element;
 use crate::gemm::Isa;
 
-/// Element types with depthwise window microkernels.
-pub trait DepthwiseKernels: Element {
-    /// See [`depthwise_pixel`]; arguments already checked. The portable loop, which `f32`
-    /// replaces with vector code.
-    #[inline(always)]
-    fn depthwise_pixel<
-        const C: usize,
-        const H: usize,
-        const W: usize,
-        const CM: usize,
-        const KC: usize,
-        const M: usize,
-        const KH: usize,
-        const KW: usize,
-        const DH: usize,
-        const DW: usize,
-    >(
-        _: Isa,
-        acc: &mut [Self; KC],
-        x: &[[[Self; C]; W]; H],
-        taps: &Taps,
-        w: &[[[Self; CM]; KW]; KH],
-    ) {
-        portable_pixel::<Self, C, H, W, CM, KC, M, KH, KW, DH, DW>(acc, x, taps, w);
+/// The shape of a layer's depthwise stage as the kernels see it: the generated code passes it
+/// as a constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// `[H, W, C]` of the input.
+    pub input: [usize; 3],
+    /// The depth multiplier `M`.
+    pub multiplier: usize,
+    /// Depthwise channels per block `KC`: a multiple of `M` that divides `C·M`.
+    pub block: usize,
+    /// `[KH, KW]`.
+    pub kernel: [usize; 2],
+    /// `[SH, SW]`.
+    pub stride: [usize; 2],
+    /// `[DH, DW]`.
+    pub dilation: [usize; 2],
+    /// Padding before the first row and column, `[top, left]`.
+    pub padding: [usize; 2],
+}
+
+/// `(KH, KW, SW, DW)` of the windows whose vector kernels are compiled with those sizes as
+/// literals: MobileNet's 3 x 3 windows with stride 1 and 2.
+pub const COMPILED_WINDOWS: [(usize, usize, usize, usize); 2] = [(3, 3, 1, 1), (3, 3, 2, 1)];
+
+/// Input channel counts `C` for which the kernels of [`COMPILED_WINDOWS`] are also compiled
+/// with `C` as a literal, so that every tap's offset is a constant (MobileNet's widths).
+pub const COMPILED_CHANNELS: [usize; 6] = [32, 64, 128, 256, 512, 1024];
+
+impl Geometry {
+    /// `C·M`, the depthwise channels, if it fits in `usize`.
+    fn depthwise_channels(&self) -> Option<usize> {
+        self.input[2].checked_mul(self.multiplier)
     }
 
-    /// See [`depthwise_run`]; arguments already checked.
-    fn depthwise_run<
-        const C: usize,
-        const W: usize,
-        const CM: usize,
-        const KC: usize,
-        const M: usize,
-        const KH: usize,
-        const KW: usize,
-        const SW: usize,
-        const DW: usize,
-    >(
-        isa: Isa,
-        out: &mut [[Self; KC]],
-        run: &Run<'_, Self, C, W, KH>,
-        w: &[[[Self; CM]; KW]; KH],
-    );
+    /// Panics unless the block divides the channels and `x` and `w` have the sizes of the
+    /// input and the weights; returns `C·M`.
+    fn check(&self, x: usize, w: usize, kb: usize) -> usize {
+        let [h, width, c] = self.input;
+        let (m, kc) = (self.multiplier, self.block);
+        let cm = self.depthwise_channels().unwrap_or(usize::MAX);
+        assert!(
+            m > 0 && kc > 0 && kc.is_multiple_of(m) && cm.is_multiple_of(kc) && cm < usize::MAX,
+            "channel block does not divide the channels"
+        );
+        assert!(
+            self.stride.iter().chain(&self.dilation).all(|&v| v > 0),
+            "zero stride or dilation"
+        );
+        assert_eq!(
+            h.checked_mul(width).and_then(|p| p.checked_mul(c)),
+            Some(x),
+            "input has the wrong length"
+        );
+        assert_eq!(
+            self.kernel[0]
+                .checked_mul(self.kernel[1])
+                .and_then(|t| t.checked_mul(cm)),
+            Some(w),
+            "weights have the wrong length"
+        );
+        assert!(
+            kb.checked_add(1)
+                .and_then(|b| b.checked_mul(kc))
+                .is_some_and(|end| end <= cm),
+            "channel block outside the weights"
+        );
+        cm
+    }
 }
 
-/// A run of adjacent output pixels in one row, all of whose taps are inside the input: the
-/// interior of a row. Output pixel `p` reads input columns
-/// `col0 + p * SW + kw * DW` of `rows[kh]`, channels of block `kb`.
-pub struct Run<'a, T, const C: usize, const W: usize, const KH: usize> {
-    /// The input rows of taps `kh = 0 .. KH`.
-    pub rows: [&'a [[T; C]; W]; KH],
-    /// Input column of tap `kw = 0` for the first pixel of the run.
-    pub col0: usize,
-    /// Channel block: depthwise channels `kb * KC ..`, input channels `kb * KC / M ..`.
-    pub kb: usize,
+/// `first + (count - 1) * step`, the last of `count > 0` positions, if it fits.
+fn last(first: usize, count: usize, step: usize) -> Option<usize> {
+    (count - 1).checked_mul(step)?.checked_add(first)
 }
 
-/// Adds a run's depthwise window sums to `out` (one entry per output pixel, holding its bias).
+/// Adds the depthwise window sums of a run of adjacent output pixels in one row, all of whose
+/// taps are inside the input (the interior of a row), to `out`: `KC` values per pixel, holding
+/// their biases. `x` is the whole input (`H·W·C`, HWC), `w` the weights (`[KH][KW][C·M]`);
+/// tap `(kh, kw)` of pixel `p` reads input pixel
+/// `(origin[0] + kh·DH, origin[1] + p·SW + kw·DW)`, channels of block `kb`.
 ///
 /// Several pixels are computed together so their accumulators form independent chains that
-/// keep the FMA units busy; with multiplier 1 and `f32` the AVX-512 and AVX2 paths use
-/// explicit vector code.
+/// keep the FMA units busy.
 ///
 /// # Panics
-/// If a tap of the run falls outside `rows`, or the block is outside the weights (generated
-/// code never does either).
-#[inline(always)]
-pub fn depthwise_run<
-    T: DepthwiseKernels,
-    const C: usize,
-    const W: usize,
-    const CM: usize,
-    const KC: usize,
-    const M: usize,
-    const KH: usize,
-    const KW: usize,
-    const SW: usize,
-    const DW: usize,
->(
+/// If `isa` is not supported by this CPU, a tap of the run falls outside the input, the
+/// slices do not have the geometry's sizes, or the block is outside the channels (generated
+/// code never does any of these).
+#[inline]
+pub fn depthwise_run<T: DepthwiseKernels>(
     isa: Isa,
-    out: &mut [[T; KC]],
-    run: &Run<'_, T, C, W, KH>,
-    w: &[[[T; CM]; KW]; KH],
+    geometry: &Geometry,
+    x: &[T],
+    origin: [usize; 2],
+    kb: usize,
+    w: &[T],
+    out: &mut [T],
 ) {
-    const { assert!(KC > 0 && M > 0 && KC.is_multiple_of(M) && CM.is_multiple_of(KC)) };
-    assert!((run.kb + 1) * KC <= CM, "channel block outside the weights");
+    geometry.check(x.len(), w.len(), kb);
     assert!(
-        (run.kb + 1) * (KC / M) <= C,
-        "channel block outside the input"
+        out.len().is_multiple_of(geometry.block),
+        "output is not whole pixels"
     );
-    if let Some(last) = out.len().checked_sub(1) {
-        let reach = run.col0 + last * SW + (KW - 1) * DW;
-        assert!(reach < W, "run reaches column {reach} of {W}");
+    let pixels = out.len() / geometry.block;
+    if pixels == 0 {
+        return;
     }
-    T::depthwise_run::<C, W, CM, KC, M, KH, KW, SW, DW>(isa, out, run, w);
+    let [h, width, _] = geometry.input;
+    let [kh, kw] = geometry.kernel;
+    assert!(kh > 0 && kw > 0, "empty kernel");
+    let bottom = last(origin[0], kh, geometry.dilation[0]);
+    assert!(
+        bottom.is_some_and(|r| r < h),
+        "run reaches past the last row"
+    );
+    let reach = last(origin[1], pixels, geometry.stride[1])
+        .and_then(|col| col.checked_add((kw - 1).checked_mul(geometry.dilation[1])?));
+    assert!(
+        reach.is_some_and(|col| col < width),
+        "run reaches column {reach:?} of {width}"
+    );
+    assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
+    // SAFETY: every condition of `DepthwiseKernels::depthwise_run` was asserted above.
+    unsafe { T::depthwise_run(isa, geometry, x, origin, kb, w, out) };
 }
 
 /// The taps of one border pixel that land inside the input: kernel rows `rows` and columns
@@ -120,83 +153,159 @@ pub struct Taps {
     pub kb: usize,
 }
 
-/// Adds one border pixel's in-bounds taps to `acc` (which holds its bias).
+/// Adds one border pixel's in-bounds taps to `acc` (`KC` values, holding its bias); `x` and
+/// `w` as for [`depthwise_run`].
 ///
 /// # Panics
-/// If a tap falls outside the input or the weights (generated code never does).
-#[inline(always)]
-pub fn depthwise_pixel<
-    T: DepthwiseKernels,
-    const C: usize,
-    const H: usize,
-    const W: usize,
-    const CM: usize,
-    const KC: usize,
-    const M: usize,
-    const KH: usize,
-    const KW: usize,
-    const DH: usize,
-    const DW: usize,
->(
+/// If `isa` is not supported by this CPU, a tap falls outside the input or the weights, or
+/// the slices do not have the geometry's sizes (generated code never does any of these).
+#[inline]
+pub fn depthwise_pixel<T: DepthwiseKernels>(
     isa: Isa,
-    acc: &mut [T; KC],
-    x: &[[[T; C]; W]; H],
+    geometry: &Geometry,
+    x: &[T],
     taps: &Taps,
-    w: &[[[T; CM]; KW]; KH],
+    w: &[T],
+    acc: &mut [T],
 ) {
-    const { assert!(KC > 0 && M > 0 && KC.is_multiple_of(M) && CM.is_multiple_of(KC)) };
+    geometry.check(x.len(), w.len(), taps.kb);
+    assert_eq!(acc.len(), geometry.block, "acc is not one block");
     if taps.rows.is_empty() || taps.cols.is_empty() {
         return;
     }
     assert!(
-        taps.rows.end <= KH && taps.cols.end <= KW,
+        taps.rows.end <= geometry.kernel[0] && taps.cols.end <= geometry.kernel[1],
         "taps outside the kernel"
     );
+    let [h, width, _] = geometry.input;
+    let bottom = last(taps.origin[0], taps.rows.len(), geometry.dilation[0]);
+    let right = last(taps.origin[1], taps.cols.len(), geometry.dilation[1]);
     assert!(
-        (taps.kb + 1) * KC <= CM,
-        "channel block outside the weights"
-    );
-    assert!(
-        (taps.kb + 1) * (KC / M) <= C,
-        "channel block outside the input"
-    );
-    assert!(
-        taps.origin[0] + (taps.rows.len() - 1) * DH < H
-            && taps.origin[1] + (taps.cols.len() - 1) * DW < W,
+        bottom.is_some_and(|r| r < h) && right.is_some_and(|c| c < width),
         "taps outside the input"
     );
-    T::depthwise_pixel::<C, H, W, CM, KC, M, KH, KW, DH, DW>(isa, acc, x, taps, w);
+    assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
+    // SAFETY: every condition of `DepthwiseKernels::depthwise_pixel` was asserted above.
+    unsafe { T::depthwise_pixel(isa, geometry, x, taps, w, acc) };
+}
+
+/// Adds the in-bounds taps of the border pixels `cols` of output row `oh` to `out` (`KC`
+/// values per pixel, holding their biases); `x` and `w` as for [`depthwise_run`]. The taps of
+/// each pixel are those `tap_range` finds inside the input.
+///
+/// # Panics
+/// If `isa` is not supported by this CPU, `out` is not one block per pixel, or the slices do
+/// not have the geometry's sizes.
+#[allow(clippy::too_many_arguments)] // the layer, its buffers and the row's position
+pub fn depthwise_border<T: DepthwiseKernels>(
+    isa: Isa,
+    geometry: &Geometry,
+    x: &[T],
+    oh: usize,
+    cols: core::ops::Range<usize>,
+    kb: usize,
+    w: &[T],
+    out: &mut [T],
+) {
+    geometry.check(x.len(), w.len(), kb);
+    let kc = geometry.block;
+    assert_eq!(
+        Some(out.len()),
+        cols.len().checked_mul(kc),
+        "out is not one block per pixel"
+    );
+    if cols.is_empty() {
+        return;
+    }
+    assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
+    let (g, [h, width, _]) = (geometry, geometry.input);
+    let (lo, hi) =
+        separable_shape::tap_range(oh, g.stride[0], g.dilation[0], g.padding[0], h, g.kernel[0]);
+    if lo == hi {
+        return;
+    }
+    // The first in-bounds tap's input row and column: non-negative, as `tap_range` admits only
+    // taps inside the input.
+    let row0 = (oh * g.stride[0] + lo * g.dilation[0]).saturating_sub(g.padding[0]);
+    for (ow, acc) in cols.zip(out.chunks_exact_mut(kc)) {
+        let (left, right) = separable_shape::tap_range(
+            ow,
+            g.stride[1],
+            g.dilation[1],
+            g.padding[1],
+            width,
+            g.kernel[1],
+        );
+        if left == right {
+            continue;
+        }
+        let col0 = (ow * g.stride[1] + left * g.dilation[1]).saturating_sub(g.padding[1]);
+        let taps = Taps {
+            rows: lo..hi,
+            cols: left..right,
+            origin: [row0, col0],
+            kb,
+        };
+        let bottom = last(row0, hi - lo, g.dilation[0]);
+        let end = last(col0, right - left, g.dilation[1]);
+        assert!(
+            hi <= g.kernel[0]
+                && right <= g.kernel[1]
+                && bottom.is_some_and(|r| r < h)
+                && end.is_some_and(|c| c < width),
+            "taps outside the input"
+        );
+        // SAFETY: the geometry, the slices and `isa` were checked above, and the taps of this
+        // pixel just now: the conditions of `DepthwiseKernels::depthwise_pixel`.
+        unsafe { T::depthwise_pixel(isa, g, x, &taps, w, acc) };
+    }
+}
+
+/// Element types with depthwise microkernels.
+pub trait DepthwiseKernels: Element {
+    /// See [`depthwise_run`].
+    ///
+    /// # Safety
+    /// `isa` is supported by this CPU and the arguments pass [`depthwise_run`]'s checks.
+    unsafe fn depthwise_run(
+        isa: Isa,
+        geometry: &Geometry,
+        x: &[Self],
+        origin: [usize; 2],
+        kb: usize,
+        w: &[Self],
+        out: &mut [Self],
+    );
+
+    /// See [`depthwise_pixel`].
+    ///
+    /// # Safety
+    /// `isa` is supported by this CPU and the arguments pass [`depthwise_pixel`]'s checks.
+    unsafe fn depthwise_pixel(
+        isa: Isa,
+        geometry: &Geometry,
+        x: &[Self],
+        taps: &Taps,
+        w: &[Self],
+        acc: &mut [Self],
+    );
 }
 
 /// The portable border pixel: every in-bounds tap over the block's channels.
-#[inline(always)]
-fn portable_pixel<
-    T: Element,
-    const C: usize,
-    const H: usize,
-    const W: usize,
-    const CM: usize,
-    const KC: usize,
-    const M: usize,
-    const KH: usize,
-    const KW: usize,
-    const DH: usize,
-    const DW: usize,
->(
-    acc: &mut [T; KC],
-    x: &[[[T; C]; W]; H],
-    taps: &Taps,
-    w: &[[[T; CM]; KW]; KH],
-) {
-    let (ci0, co0) = (taps.kb * (KC / M), taps.kb * KC);
+fn portable_pixel<T: Element>(g: &Geometry, x: &[T], taps: &Taps, w: &[T], acc: &mut [T]) {
+    let [_, width, c] = g.input;
+    let (m, kc, kw_n) = (g.multiplier, g.block, g.kernel[1]);
+    let cm = c * m;
+    let (ci0, co0) = (taps.kb * (kc / m), taps.kb * kc);
     for (i, kh) in taps.rows.clone().enumerate() {
-        let row = &x[taps.origin[0] + i * DH];
+        let row = taps.origin[0] + i * g.dilation[0];
         for (j, kw) in taps.cols.clone().enumerate() {
-            let pixel = &row[taps.origin[1] + j * DW][ci0..ci0 + KC / M];
-            let weights = &w[kh][kw][co0..co0 + KC];
+            let col = taps.origin[1] + j * g.dilation[1];
+            let pixel = &x[(row * width + col) * c + ci0..][..kc / m];
+            let weights = &w[(kh * kw_n + kw) * cm + co0..][..kc];
             for ((acc, wv), &xv) in acc
-                .chunks_exact_mut(M)
-                .zip(weights.chunks_exact(M))
+                .chunks_exact_mut(m)
+                .zip(weights.chunks_exact(m))
                 .zip(pixel)
             {
                 for (a, &wv) in acc.iter_mut().zip(wv) {
@@ -211,40 +320,35 @@ fn portable_pixel<
 const PORTABLE_GROUP: usize = 4;
 
 /// The portable run: groups of pixels, taps outermost, channels innermost (vectorised).
-#[inline(always)]
-fn portable_run<
-    T: Element,
-    const C: usize,
-    const W: usize,
-    const CM: usize,
-    const KC: usize,
-    const M: usize,
-    const KH: usize,
-    const KW: usize,
-    const SW: usize,
-    const DW: usize,
->(
-    out: &mut [[T; KC]],
-    run: &Run<'_, T, C, W, KH>,
-    w: &[[[T; CM]; KW]; KH],
+fn portable_run<T: Element>(
+    g: &Geometry,
+    x: &[T],
+    origin: [usize; 2],
+    kb: usize,
+    w: &[T],
+    out: &mut [T],
 ) {
-    let ci0 = run.kb * (KC / M);
-    let co0 = run.kb * KC;
-    for (g, group) in out.chunks_mut(PORTABLE_GROUP).enumerate() {
-        let p0 = g * PORTABLE_GROUP;
-        for (row, wrow) in run.rows.iter().zip(w) {
-            for (kw, wtap) in wrow.iter().enumerate() {
-                let wtap = &wtap[co0..co0 + KC];
-                for (j, acc) in group.iter_mut().enumerate() {
-                    let col = run.col0 + (p0 + j) * SW + kw * DW;
-                    let x = &row[col][ci0..ci0 + KC / M];
-                    if M == 1 {
-                        for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(wtap) {
+    let [_, width, c] = g.input;
+    let (m, kc, [kh_n, kw_n]) = (g.multiplier, g.block, g.kernel);
+    let cm = c * m;
+    let (sw, [dh, dw]) = (g.stride[1], g.dilation);
+    let (ci0, co0) = (kb * (kc / m), kb * kc);
+    for (gi, group) in out.chunks_mut(PORTABLE_GROUP * kc).enumerate() {
+        let p0 = gi * PORTABLE_GROUP;
+        for kh in 0..kh_n {
+            let row = &x[(origin[0] + kh * dh) * width * c..][..width * c];
+            for kw in 0..kw_n {
+                let wtap = &w[(kh * kw_n + kw) * cm + co0..][..kc];
+                for (j, acc) in group.chunks_exact_mut(kc).enumerate() {
+                    let col = origin[1] + (p0 + j) * sw + kw * dw;
+                    let xs = &row[col * c + ci0..][..kc / m];
+                    if m == 1 {
+                        for ((a, &xv), &wv) in acc.iter_mut().zip(xs).zip(wtap) {
                             *a = *a + xv * wv;
                         }
                     } else {
                         for ((a, wv), &xv) in
-                            acc.chunks_exact_mut(M).zip(wtap.chunks_exact(M)).zip(x)
+                            acc.chunks_exact_mut(m).zip(wtap.chunks_exact(m)).zip(xs)
                         {
                             for (a, &wv) in a.iter_mut().zip(wv) {
                                 *a = *a + xv * wv;
@@ -258,116 +362,119 @@ fn portable_run<
 }
 
 impl DepthwiseKernels for f64 {
-    #[inline(always)]
-    fn depthwise_run<
-        const C: usize,
-        const W: usize,
-        const CM: usize,
-        const KC: usize,
-        const M: usize,
-        const KH: usize,
-        const KW: usize,
-        const SW: usize,
-        const DW: usize,
-    >(
+    unsafe fn depthwise_run(
         _: Isa,
-        out: &mut [[f64; KC]],
-        run: &Run<'_, f64, C, W, KH>,
-        w: &[[[f64; CM]; KW]; KH],
+        geometry: &Geometry,
+        x: &[f64],
+        origin: [usize; 2],
+        kb: usize,
+        w: &[f64],
+        out: &mut [f64],
     ) {
-        portable_run::<f64, C, W, CM, KC, M, KH, KW, SW, DW>(out, run, w);
+        portable_run(geometry, x, origin, kb, w, out);
+    }
+
+    unsafe fn depthwise_pixel(
+        _: Isa,
+        geometry: &Geometry,
+        x: &[f64],
+        taps: &Taps,
+        w: &[f64],
+        acc: &mut [f64],
+    ) {
+        portable_pixel(geometry, x, taps, w, acc);
     }
 }
 
 impl DepthwiseKernels for f32 {
-    #[inline(always)]
-    fn depthwise_pixel<
-        const C: usize,
-        const H: usize,
-        const W: usize,
-        const CM: usize,
-        const KC: usize,
-        const M: usize,
-        const KH: usize,
-        const KW: usize,
-        const DH: usize,
-        const DW: usize,
-    >(
+    unsafe fn depthwise_run(
         isa: Isa,
-        acc: &mut [f32; KC],
-        x: &[[[f32; C]; W]; H],
-        taps: &Taps,
-        w: &[[[f32; CM]; KW]; KH],
+        geometry: &Geometry,
+        x: &[f32],
+        origin: [usize; 2],
+        kb: usize,
+        w: &[f32],
+        out: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
-        if M == 1 && isa == Isa::Avx512 {
-            let input = x.as_flattened().as_flattened()[taps.kb * KC..].as_ptr();
-            let weights = w.as_flattened().as_flattened()[taps.kb * KC..].as_ptr();
-            // SAFETY: `depthwise_pixel` checked every tap against the input and the weights
-            // and the block against both; `isa` is supported (the caller's contract).
+        if geometry.multiplier == 1 && isa != Isa::Portable {
+            let [_, width, c] = geometry.input;
+            let kc = geometry.block;
+            let args = x86::Run {
+                out: out.as_mut_ptr(),
+                // Channel `kb * KC` of input pixel `(origin[0], 0)`; with multiplier 1 the
+                // weights' channel stride `C·M` is `C`.
+                input: x[(origin[0] * width) * c + kb * kc..].as_ptr(),
+                weights: w[kb * kc..].as_ptr(),
+                pixels: out.len() / kc,
+                col0: origin[1],
+                row_step: geometry.dilation[0] * width * c,
+                channels: c,
+                block: kc,
+                kernel: geometry.kernel,
+                stride: geometry.stride[1],
+                dilation: geometry.dilation[1],
+            };
+            let window = (
+                geometry.kernel[0],
+                geometry.kernel[1],
+                geometry.stride[1],
+                geometry.dilation[1],
+            );
+            // SAFETY: the caller's contract: `depthwise_run` checked that every tap of the run
+            // is inside the input, the block inside the weights and `out` whole pixels, and
+            // that this CPU supports `isa`.
             unsafe {
-                x86::pixel_avx512::<KC, C, W, CM, KW, DH, DW>(
-                    acc.as_mut_ptr(),
-                    input,
-                    weights,
-                    taps,
-                );
+                // The compiled windows, each also for the channel counts of `COMPILED_CHANNELS`
+                // (every offset of the taps a literal), then the same code with run-time sizes.
+                macro_rules! compiled {
+                    ($kernel:ident: $(($kh:literal, $kw:literal, $sw:literal, $dw:literal))*) => {
+                        match (window, c) {
+                            $(
+                                (($kh, $kw, $sw, $dw), 32) => x86::$kernel::<$kh, $kw, $sw, $dw, 32>(&args),
+                                (($kh, $kw, $sw, $dw), 64) => x86::$kernel::<$kh, $kw, $sw, $dw, 64>(&args),
+                                (($kh, $kw, $sw, $dw), 128) => x86::$kernel::<$kh, $kw, $sw, $dw, 128>(&args),
+                                (($kh, $kw, $sw, $dw), 256) => x86::$kernel::<$kh, $kw, $sw, $dw, 256>(&args),
+                                (($kh, $kw, $sw, $dw), 512) => x86::$kernel::<$kh, $kw, $sw, $dw, 512>(&args),
+                                (($kh, $kw, $sw, $dw), 1024) => x86::$kernel::<$kh, $kw, $sw, $dw, 1024>(&args),
+                                (($kh, $kw, $sw, $dw), _) => x86::$kernel::<$kh, $kw, $sw, $dw, 0>(&args),
+                            )*
+                            _ => x86::$kernel::<0, 0, 0, 0, 0>(&args),
+                        }
+                    };
+                }
+                if isa == Isa::Avx512 {
+                    compiled!(run_avx512: (3, 3, 1, 1) (3, 3, 2, 1));
+                } else {
+                    compiled!(run_avx2: (3, 3, 1, 1) (3, 3, 2, 1));
+                }
             }
             return;
         }
-        portable_pixel::<f32, C, H, W, CM, KC, M, KH, KW, DH, DW>(acc, x, taps, w);
+        portable_run(geometry, x, origin, kb, w, out);
     }
 
-    #[inline(always)]
-    fn depthwise_run<
-        const C: usize,
-        const W: usize,
-        const CM: usize,
-        const KC: usize,
-        const M: usize,
-        const KH: usize,
-        const KW: usize,
-        const SW: usize,
-        const DW: usize,
-    >(
+    unsafe fn depthwise_pixel(
         isa: Isa,
-        out: &mut [[f32; KC]],
-        run: &Run<'_, f32, C, W, KH>,
-        w: &[[[f32; CM]; KW]; KH],
+        geometry: &Geometry,
+        x: &[f32],
+        taps: &Taps,
+        w: &[f32],
+        acc: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
-        if M == 1 && !out.is_empty() {
-            let rows = run.rows.map(|r| r.as_flattened()[run.kb * KC..].as_ptr());
-            let taps = w
-                .each_ref()
-                .map(|r| r.as_flattened()[run.kb * KC..].as_ptr());
-            let pixels = out.len();
-            let out = out.as_flattened_mut().as_mut_ptr();
-            match isa {
-                // SAFETY: `depthwise_run` checked that the last tap of the run is inside the
-                // rows and the block inside the weights; `isa` is supported (the caller's
-                // contract, as chosen by `dispatch`).
-                Isa::Avx512 => {
-                    unsafe {
-                        x86::run_avx512::<KH, KW, KC, SW, DW, C, CM>(
-                            out, &rows, &taps, pixels, run.col0,
-                        );
-                    }
-                    return;
-                }
-                // SAFETY: as above.
-                Isa::Avx2 => {
-                    unsafe {
-                        x86::run_avx2::<KH, KW, KC, SW, DW, C, CM>(
-                            out, &rows, &taps, pixels, run.col0,
-                        );
-                    }
-                    return;
-                }
-                Isa::Portable => {}
+        if geometry.multiplier == 1 && isa == Isa::Avx512 {
+            let kc = geometry.block;
+            let input = x[taps.kb * kc..].as_ptr();
+            let weights = w[taps.kb * kc..].as_ptr();
+            // SAFETY: `depthwise_pixel` checked every tap against the input and the weights
+            // and the block against both; `isa` is supported (the caller's contract).
+            unsafe {
+                x86::pixel_avx512(acc, input, weights, geometry, taps);
             }
+            return;
         }
-        portable_run::<f32, C, W, CM, KC, M, KH, KW, SW, DW>(out, run, w);
+        portable_pixel(geometry, x, taps, w, acc);
     }
 }
 
@@ -375,55 +482,149 @@ impl DepthwiseKernels for f32 {
 mod x86 {
     use core::arch::x86_64::{
         __m256, __m512, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm512_fmadd_ps,
-        _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
+        _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_storeu_ps,
     };
+
+    use super::{Geometry, Taps};
+
+    /// `(1 << left) - 1` lanes, all 16 from 16 on.
+    fn lanes(left: usize) -> u16 {
+        if left >= 16 {
+            u16::MAX
+        } else {
+            (1 << left) - 1
+        }
+    }
+
+    /// Loads 16 lanes, or the lanes of `mask` unless `FULL`: a full load can be folded into the
+    /// multiply-add that uses it, a masked one cannot.
+    ///
+    /// # Safety
+    /// AVX-512F; the lanes read are inside an allocation.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load<const FULL: bool>(mask: u16, p: *const f32) -> __m512 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if FULL {
+                _mm512_loadu_ps(p)
+            } else {
+                _mm512_maskz_loadu_ps(mask, p)
+            }
+        }
+    }
+
+    /// Stores 16 lanes, or the lanes of `mask` unless `FULL`.
+    ///
+    /// # Safety
+    /// AVX-512F; the lanes written are inside an allocation.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store<const FULL: bool>(mask: u16, p: *mut f32, v: __m512) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if FULL {
+                _mm512_storeu_ps(p, v);
+            } else {
+                _mm512_mask_storeu_ps(p, mask, v);
+            }
+        }
+    }
 
     /// One border pixel: the taps `taps.rows x taps.cols`, 16 channels at a time.
     ///
     /// # Safety
-    /// AVX-512F; `input` points at channel `kb * KC` of input pixel `(0, 0)` of an `_ x W x C`
-    /// image, `weights` at channel `kb * KC` of weight `[0][0]` of a `_ x KW x CM` kernel, and
-    /// every tap of `taps` is inside both; `acc` holds `KC` floats.
+    /// AVX-512F, multiplier 1; `input` points at channel `kb * KC` of input pixel `(0, 0)` of
+    /// the geometry's input, `weights` at channel `kb * KC` of weight `[0][0]`, and every tap of
+    /// `taps` is inside both; `acc` holds `KC` floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pixel_avx512(
+        acc: &mut [f32],
+        input: *const f32,
+        weights: *const f32,
+        g: &Geometry,
+        taps: &Taps,
+    ) {
+        let [_, width, c] = g.input;
+        let (kc, kw_n, [dh, dw]) = (g.block, g.kernel[1], g.dilation);
+        let acc = acc.as_mut_ptr();
+        let sizes = [width, c, kw_n, dh, dw];
+        let mut ch = 0;
+        while ch < kc {
+            let mask = lanes(kc - ch);
+            // SAFETY: per the caller's contract; `FULL` only for 16 channels inside the block.
+            unsafe {
+                let (a, x, w) = (acc.add(ch), input.add(ch), weights.add(ch));
+                if ch + 16 <= kc {
+                    pixel_lanes::<true>(a, x, w, taps, sizes, mask);
+                } else {
+                    pixel_lanes::<false>(a, x, w, taps, sizes, mask);
+                }
+            }
+            ch += 16;
+        }
+    }
+
+    /// 16 channels (those of `mask` unless `FULL`) of one border pixel.
+    ///
+    /// # Safety
+    /// As `pixel_avx512`, with `acc`, `input` and `weights` moved to the first of the channels.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(super) unsafe fn pixel_avx512<
-        const KC: usize,
-        const C: usize,
-        const W: usize,
-        const CM: usize,
-        const KW: usize,
-        const DH: usize,
-        const DW: usize,
-    >(
+    unsafe fn pixel_lanes<const FULL: bool>(
         acc: *mut f32,
         input: *const f32,
         weights: *const f32,
-        taps: &super::Taps,
+        taps: &Taps,
+        [width, c, kw_n, dh, dw]: [usize; 5],
+        mask: u16,
     ) {
-        let mut c = 0;
-        while c < KC {
-            let left = KC - c;
-            let mask: u16 = if left >= 16 {
-                u16::MAX
-            } else {
-                (1 << left) - 1
-            };
-            // SAFETY: per the caller's contract, lanes masked to the block.
-            unsafe {
-                let mut sum = _mm512_maskz_loadu_ps(mask, acc.add(c));
-                for (i, kh) in taps.rows.clone().enumerate() {
-                    let row = taps.origin[0] + i * DH;
-                    for (j, kw) in taps.cols.clone().enumerate() {
-                        let col = taps.origin[1] + j * DW;
-                        let xv = _mm512_maskz_loadu_ps(mask, input.add((row * W + col) * C + c));
-                        let wv = _mm512_maskz_loadu_ps(mask, weights.add((kh * KW + kw) * CM + c));
-                        sum = _mm512_fmadd_ps(xv, wv, sum);
-                    }
+        // SAFETY: per the caller's contract.
+        unsafe {
+            let mut sum = load::<FULL>(mask, acc);
+            for (i, kh) in taps.rows.clone().enumerate() {
+                let row = taps.origin[0] + i * dh;
+                for (j, kw) in taps.cols.clone().enumerate() {
+                    let col = taps.origin[1] + j * dw;
+                    let xv = load::<FULL>(mask, input.add((row * width + col) * c));
+                    let wv = load::<FULL>(mask, weights.add((kh * kw_n + kw) * c));
+                    sum = _mm512_fmadd_ps(xv, wv, sum);
                 }
-                _mm512_mask_storeu_ps(acc.add(c), mask, sum);
             }
-            c += 16;
+            store::<FULL>(mask, acc, sum);
         }
+    }
+
+    /// One interior run, multiplier 1.
+    pub(super) struct Run {
+        /// `pixels` blocks of `block` accumulators.
+        pub(super) out: *mut f32,
+        /// Channel `kb * KC` of the input pixel in the row of tap `kh = 0`, column 0.
+        pub(super) input: *const f32,
+        /// Channel `kb * KC` of weight `[0][0]` (channel stride `channels`).
+        pub(super) weights: *const f32,
+        /// Output pixels of the run.
+        pub(super) pixels: usize,
+        /// Input column of tap `kw = 0` of the first pixel.
+        pub(super) col0: usize,
+        /// Elements from one tap row to the next: `DH·W·C`.
+        pub(super) row_step: usize,
+        /// `C`: the input's and the weights' channel stride.
+        pub(super) channels: usize,
+        /// `KC`.
+        pub(super) block: usize,
+        /// `[KH, KW]`.
+        pub(super) kernel: [usize; 2],
+        /// `SW`.
+        pub(super) stride: usize,
+        /// `DW`.
+        pub(super) dilation: usize,
+    }
+
+    /// `N`, or the run-time `n` when `N` is 0 (the kernels for the other windows).
+    #[inline(always)]
+    fn size<const N: usize>(n: usize) -> usize {
+        if N == 0 { n } else { N }
     }
 
     /// Pixels computed together by the AVX-512 run.
@@ -432,51 +633,44 @@ mod x86 {
     const GROUP256: usize = 6;
 
     /// # Safety
-    /// AVX-512F. `rows[kh]` points at channel `kb * KC` of input pixel 0 of row `kh` and every
-    /// tap of the run (`col0 + p * stride + kw * dilation` for `p < pixels`, `kw < KW`) is inside
-    /// that row; `taps[kh]` points at channel `kb * KC` of weight `[kh][0]`, with `KW` taps
-    /// `tap_stride` apart; `out` holds `pixels * channels` floats.
+    /// AVX-512F. Every tap of the run (row `kh · row_step`, column
+    /// `col0 + p · SW + kw · DW` for `p < pixels`, `kh < KH`, `kw < KW`) is inside the input,
+    /// the block inside the weights, `out` holds `pixels · block` floats; `KH`, `KW`, `SW`,
+    /// `DW` are 0 or the run's.
     #[target_feature(enable = "avx512f")]
-    #[inline]
     pub(super) unsafe fn run_avx512<
         const KH: usize,
         const KW: usize,
-        const KC: usize,
         const SW: usize,
         const DW: usize,
         const C: usize,
-        const CM: usize,
     >(
-        out: *mut f32,
-        rows: &[*const f32; KH],
-        taps: &[*const f32; KH],
-        pixels: usize,
-        col0: usize,
+        run: &Run,
     ) {
         // Pixel groups outermost: a group's input pixels are used for all their channels while
         // they are in L1, instead of the row being streamed once per 16 channels.
         let mut p = 0;
-        while p < pixels {
-            let group = GROUP512.min(pixels - p);
+        while p < run.pixels {
+            let group = GROUP512.min(run.pixels - p);
+            // 16 channels at a time, with masks only for the last few.
             let mut c = 0;
-            while c < KC {
-                let left = KC - c;
-                let mask: u16 = if left >= 16 {
-                    u16::MAX
-                } else {
-                    (1 << left) - 1
-                };
-                // SAFETY: forwarded; lanes masked to the block.
+            while c < run.block {
+                let mask = lanes(run.block - c);
+                // SAFETY: forwarded; lanes masked to the block, all 16 inside it when full.
                 unsafe {
                     macro_rules! groups {
-                        ($($g:literal)*) => {
+                        ($full:literal: $($g:literal)*) => {
                             match group {
-                                $($g => group_avx512::<KH, KW, KC, SW, DW, C, CM, $g>(out, rows, taps, col0, c, p, mask),)*
+                                $($g => group_avx512::<KH, KW, SW, DW, C, $g, $full>(run, c, p, mask),)*
                                 _ => unreachable!("at most GROUP512 pixels per group"),
                             }
                         };
                     }
-                    groups!(1 2 3 4 5 6 7 8);
+                    if c + 16 <= run.block {
+                        groups!(true: 1 2 3 4 5 6 7 8);
+                    } else {
+                        groups!(false: 1 2 3 4 5 6 7 8);
+                    }
                 }
                 c += 16;
             }
@@ -484,49 +678,50 @@ mod x86 {
         }
     }
 
-    /// `G` pixels from `p`, 16 channels from `c`.
+    /// `G` pixels from `p`, 16 channels from `c` (those of `mask` unless `FULL`).
     ///
     /// # Safety
-    /// As `run_avx512`, with `p + G <= pixels`.
+    /// As `run_avx512`, with `p + G <= pixels`, and `c + 16 <= block` if `FULL`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    #[allow(clippy::too_many_arguments)] // the run's pointers and the tile's position
     unsafe fn group_avx512<
         const KH: usize,
         const KW: usize,
-        const KC: usize,
         const SW: usize,
         const DW: usize,
         const C: usize,
-        const CM: usize,
         const G: usize,
+        const FULL: bool,
     >(
-        out: *mut f32,
-        rows: &[*const f32; KH],
-        taps: &[*const f32; KH],
-        col0: usize,
+        run: &Run,
         c: usize,
         p: usize,
         mask: u16,
     ) {
+        let (kh_n, kw_n) = (size::<KH>(run.kernel[0]), size::<KW>(run.kernel[1]));
+        let (sw, dw) = (size::<SW>(run.stride), size::<DW>(run.dilation));
+        let (ch, kc) = (size::<C>(run.channels), run.block);
         // SAFETY: every offset is inside the buffers per the caller's contract.
         unsafe {
+            let out = run.out;
             let mut acc: [__m512; G] = [_mm512_maskz_loadu_ps(0, out); G];
             for (j, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_maskz_loadu_ps(mask, out.add((p + j) * KC + c));
+                *acc = load::<FULL>(mask, out.add((p + j) * kc + c));
             }
-            for kh in 0..KH {
-                for kw in 0..KW {
-                    let wv = _mm512_maskz_loadu_ps(mask, taps[kh].add(kw * CM + c));
-                    let col = col0 + p * SW + kw * DW;
+            for kh in 0..kh_n {
+                let row = run.input.add(kh * run.row_step + c);
+                let taps = run.weights.add(kh * kw_n * ch + c);
+                for kw in 0..kw_n {
+                    let wv = load::<FULL>(mask, taps.add(kw * ch));
+                    let x = row.add((run.col0 + p * sw + kw * dw) * ch);
                     for (j, acc) in acc.iter_mut().enumerate() {
-                        let x = rows[kh].add((col + j * SW) * C + c);
-                        *acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, x), wv, *acc);
+                        let xv = load::<FULL>(mask, x.add(j * sw * ch));
+                        *acc = _mm512_fmadd_ps(xv, wv, *acc);
                     }
                 }
             }
             for (j, acc) in acc.iter().enumerate() {
-                _mm512_mask_storeu_ps(out.add((p + j) * KC + c), mask, *acc);
+                store::<FULL>(mask, out.add((p + j) * kc + c), *acc);
             }
         }
     }
@@ -534,27 +729,20 @@ mod x86 {
     /// # Safety
     /// As `run_avx512`, with AVX2 and FMA instead of AVX-512F.
     #[target_feature(enable = "avx2,fma")]
-    #[inline]
     pub(super) unsafe fn run_avx2<
         const KH: usize,
         const KW: usize,
-        const KC: usize,
         const SW: usize,
         const DW: usize,
         const C: usize,
-        const CM: usize,
     >(
-        out: *mut f32,
-        rows: &[*const f32; KH],
-        taps: &[*const f32; KH],
-        pixels: usize,
-        col0: usize,
+        run: &Run,
     ) {
         // Pixel groups outermost, as in `run_avx512`.
-        let vectors = KC / 8 * 8;
+        let vectors = run.block / 8 * 8;
         let mut p = 0;
-        while p < pixels {
-            let group = GROUP256.min(pixels - p);
+        while p < run.pixels {
+            let group = GROUP256.min(run.pixels - p);
             let mut c = 0;
             while c < vectors {
                 // SAFETY: forwarded; lanes `c .. c + 8` are inside the block.
@@ -562,7 +750,7 @@ mod x86 {
                     macro_rules! groups {
                         ($($g:literal)*) => {
                             match group {
-                                $($g => group_avx2::<KH, KW, KC, SW, DW, C, CM, $g>(out, rows, taps, col0, c, p),)*
+                                $($g => group_avx2::<KH, KW, SW, DW, C, $g>(run, c, p),)*
                                 _ => unreachable!("at most GROUP256 pixels per group"),
                             }
                         };
@@ -574,16 +762,20 @@ mod x86 {
             p += group;
         }
         // The last channels, one at a time.
-        for c in vectors..KC {
-            for p in 0..pixels {
+        let (kh_n, kw_n) = (size::<KH>(run.kernel[0]), size::<KW>(run.kernel[1]));
+        let (sw, dw) = (size::<SW>(run.stride), size::<DW>(run.dilation));
+        let (ch, kc) = (size::<C>(run.channels), run.block);
+        for c in vectors..kc {
+            for p in 0..run.pixels {
                 // SAFETY: as above, for one lane.
                 unsafe {
-                    let o = out.add(p * KC + c);
+                    let o = run.out.add(p * kc + c);
                     let mut sum = *o;
-                    for kh in 0..KH {
-                        for kw in 0..KW {
-                            let col = col0 + p * SW + kw * DW;
-                            sum += *rows[kh].add(col * C + c) * *taps[kh].add(kw * CM + c);
+                    for kh in 0..kh_n {
+                        for kw in 0..kw_n {
+                            let col = run.col0 + p * sw + kw * dw;
+                            sum += *run.input.add(kh * run.row_step + col * ch + c)
+                                * *run.weights.add((kh * kw_n + kw) * ch + c);
                         }
                     }
                     *o = sum;
@@ -593,44 +785,45 @@ mod x86 {
     }
 
     /// # Safety
-    /// As `run_avx2`, with `p + G <= pixels` and `c + 8 <= channels`.
+    /// As `run_avx2`, with `p + G <= pixels` and `c + 8 <= block`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn group_avx2<
         const KH: usize,
         const KW: usize,
-        const KC: usize,
         const SW: usize,
         const DW: usize,
         const C: usize,
-        const CM: usize,
         const G: usize,
     >(
-        out: *mut f32,
-        rows: &[*const f32; KH],
-        taps: &[*const f32; KH],
-        col0: usize,
+        run: &Run,
         c: usize,
         p: usize,
     ) {
+        let (kh_n, kw_n) = (size::<KH>(run.kernel[0]), size::<KW>(run.kernel[1]));
+        let (sw, dw) = (size::<SW>(run.stride), size::<DW>(run.dilation));
+        let (ch, kc) = (size::<C>(run.channels), run.block);
         // SAFETY: every offset is inside the buffers per the caller's contract.
         unsafe {
+            let out = run.out;
             let mut acc: [__m256; G] = [_mm256_loadu_ps(out); G];
             for (j, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm256_loadu_ps(out.add((p + j) * KC + c));
+                *acc = _mm256_loadu_ps(out.add((p + j) * kc + c));
             }
-            for kh in 0..KH {
-                for kw in 0..KW {
-                    let wv = _mm256_loadu_ps(taps[kh].add(kw * CM + c));
-                    let col = col0 + p * SW + kw * DW;
+            for kh in 0..kh_n {
+                let row = run.input.add(kh * run.row_step + c);
+                let taps = run.weights.add(kh * kw_n * ch + c);
+                for kw in 0..kw_n {
+                    let wv = _mm256_loadu_ps(taps.add(kw * ch));
+                    let x = row.add((run.col0 + p * sw + kw * dw) * ch);
                     for (j, acc) in acc.iter_mut().enumerate() {
-                        let x = rows[kh].add((col + j * SW) * C + c);
-                        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(x), wv, *acc);
+                        let xv = _mm256_loadu_ps(x.add(j * sw * ch));
+                        *acc = _mm256_fmadd_ps(xv, wv, *acc);
                     }
                 }
             }
             for (j, acc) in acc.iter().enumerate() {
-                _mm256_storeu_ps(out.add((p + j) * KC + c), *acc);
+                _mm256_storeu_ps(out.add((p + j) * kc + c), *acc);
             }
         }
     }
@@ -639,98 +832,133 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
     use alloc::vec::Vec;
 
-    /// A plain sum over the window of each output pixel of a row run.
-    fn expected<
-        const C: usize,
-        const W: usize,
-        const CM: usize,
-        const KC: usize,
-        const M: usize,
-    >(
-        rows: &[[[f32; C]; W]; 3],
-        w: &[[[f32; CM]; 3]; 3],
-        run: (usize, usize, usize, usize),
-        pixels: usize,
-        bias: &[f32; KC],
-    ) -> Vec<[f32; KC]> {
-        let (col0, stride, dilation, kb) = run;
-        (0..pixels)
-            .map(|p| {
-                core::array::from_fn(|k| {
-                    let (co, ci) = (kb * KC + k, (kb * KC + k) / M);
-                    let mut sum = bias[k];
-                    for kh in 0..3 {
-                        for kw in 0..3 {
-                            sum += rows[kh][col0 + p * stride + kw * dilation][ci] * w[kh][kw][co];
-                        }
+    /// An input and weights of small integers (every sum exact in any order).
+    fn data(g: &Geometry) -> (Vec<f32>, Vec<f32>) {
+        let [h, w, c] = g.input;
+        let cm = c * g.multiplier;
+        let x = (0..h * w * c)
+            .map(|i| ((i * 7 + i / c * 31) % 11) as f32 - 5.0)
+            .collect();
+        let weights = (0..g.kernel[0] * g.kernel[1] * cm)
+            .map(|i| ((i * 3 + i / cm * 5) % 7) as f32 - 3.0)
+            .collect();
+        (x, weights)
+    }
+
+    /// A plain sum over the taps `rows x cols` from input pixel `origin`, block `kb`, onto `bias`.
+    fn expected(
+        g: &Geometry,
+        (x, w): (&[f32], &[f32]),
+        (rows, cols): (core::ops::Range<usize>, core::ops::Range<usize>),
+        origin: [usize; 2],
+        kb: usize,
+        bias: &[f32],
+    ) -> Vec<f32> {
+        let [_, width, c] = g.input;
+        let (m, kc) = (g.multiplier, g.block);
+        (0..kc)
+            .map(|k| {
+                let (co, ci) = (kb * kc + k, (kb * kc + k) / m);
+                let mut sum = bias[k];
+                for (i, kh) in rows.clone().enumerate() {
+                    for (j, kw) in cols.clone().enumerate() {
+                        let (r, col) =
+                            (origin[0] + i * g.dilation[0], origin[1] + j * g.dilation[1]);
+                        sum +=
+                            x[(r * width + col) * c + ci] * w[(kh * g.kernel[1] + kw) * c * m + co];
                     }
-                    sum
-                })
+                }
+                sum
             })
             .collect()
     }
 
-    /// Every path, over channel counts around the vector widths and run lengths around the
-    /// pixel groups, against a plain sum of small integers (exact in every order).
-    fn check<const C: usize, const CM: usize, const KC: usize, const M: usize>() {
-        const W: usize = 40;
-        let rows: [[[f32; C]; W]; 3] = core::array::from_fn(|r| {
-            core::array::from_fn(|x| {
-                core::array::from_fn(|c| ((r * 31 + x * 7 + c * 3) % 11) as f32 - 5.0)
-            })
-        });
-        let w: [[[f32; CM]; 3]; 3] = core::array::from_fn(|r| {
-            core::array::from_fn(|x| {
-                core::array::from_fn(|c| ((r * 5 + x * 3 + c) % 7) as f32 - 3.0)
-            })
-        });
-        let bias: [f32; KC] = core::array::from_fn(|k| k as f32);
-        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
-            if !isa.is_supported() {
-                continue;
-            }
-            for (col0, stride, dilation) in [(0, 1, 1), (3, 2, 1), (1, 1, 2), (0, 3, 2)] {
-                for pixels in [0, 1, 5, 6, 7, 8, 9, 13, 17] {
-                    let call = |out: &mut [[f32; KC]], run: &Run<'_, f32, C, W, 3>| match (
-                        stride, dilation,
-                    ) {
-                        (1, 1) => {
-                            depthwise_run::<f32, C, W, CM, KC, M, 3, 3, 1, 1>(isa, out, run, &w);
+    fn isas() -> impl Iterator<Item = Isa> {
+        [Isa::Portable, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+    }
+
+    /// Every path, over channel counts around the vector widths, run lengths around the pixel
+    /// groups, the windows with literal sizes and others, against a plain sum.
+    fn check(c: usize, m: usize, kc: usize) {
+        for (kernel, stride, dilation) in [
+            ([3, 3], [1, 1], [1, 1]),
+            ([3, 3], [2, 2], [1, 1]),
+            ([3, 3], [1, 1], [2, 2]),
+            ([3, 3], [3, 3], [2, 2]),
+            ([5, 5], [1, 1], [1, 1]),
+            ([1, 1], [2, 2], [1, 1]),
+            ([2, 4], [1, 2], [3, 1]),
+        ] {
+            let g = Geometry {
+                input: [9, 40, c],
+                multiplier: m,
+                block: kc,
+                kernel,
+                stride,
+                dilation,
+                padding: [0, 0],
+            };
+            let (x, w) = data(&g);
+            let bias: Vec<f32> = (0..kc).map(|k| k as f32).collect();
+            for isa in isas() {
+                for (row0, col0) in [(0, 0), (1, 3), (0, 1)] {
+                    for pixels in [0_usize, 1, 5, 6, 7, 8, 9, 13, 17] {
+                        let reach = col0
+                            + pixels.saturating_sub(1) * stride[1]
+                            + (kernel[1] - 1) * dilation[1];
+                        if reach >= 40 || row0 + (kernel[0] - 1) * dilation[0] >= 9 {
+                            continue;
                         }
-                        (2, 1) => {
-                            depthwise_run::<f32, C, W, CM, KC, M, 3, 3, 2, 1>(isa, out, run, &w);
+                        for kb in 0..c * m / kc {
+                            let mut out: Vec<f32> = bias.repeat(pixels);
+                            depthwise_run(isa, &g, &x, [row0, col0], kb, &w, &mut out);
+                            let want: Vec<f32> = (0..pixels)
+                                .flat_map(|p| {
+                                    expected(
+                                        &g,
+                                        (&x, &w),
+                                        (0..kernel[0], 0..kernel[1]),
+                                        [row0, col0 + p * stride[1]],
+                                        kb,
+                                        &bias,
+                                    )
+                                })
+                                .collect();
+                            assert_eq!(
+                                out, want,
+                                "{isa:?} {g:?} run {row0}/{col0} pixels {pixels} block {kb}"
+                            );
                         }
-                        (1, 2) => {
-                            depthwise_run::<f32, C, W, CM, KC, M, 3, 3, 1, 2>(isa, out, run, &w);
-                        }
-                        _ => {
-                            depthwise_run::<f32, C, W, CM, KC, M, 3, 3, 3, 2>(isa, out, run, &w);
-                        }
-                    };
-                    if pixels > 0 && col0 + (pixels - 1) * stride + 2 * dilation >= W {
-                        continue;
                     }
-                    for kb in 0..CM / KC {
-                        let run = Run {
-                            rows: rows.each_ref(),
-                            col0,
-                            kb,
-                        };
-                        let mut out = alloc::vec![bias; pixels];
-                        call(&mut out, &run);
-                        let want = expected::<C, W, CM, KC, M>(
-                            &rows,
-                            &w,
-                            (col0, stride, dilation, kb),
-                            pixels,
-                            &bias,
-                        );
-                        assert_eq!(
-                            out, want,
-                            "{isa:?} C {C} KC {KC} M {M} run {col0}/{stride}/{dilation} pixels {pixels} block {kb}"
-                        );
+                }
+                // Border pixels: every sub-window of taps.
+                for rows in [0..kernel[0], 1..kernel[0], 0..1] {
+                    for cols in [0..kernel[1], 0..kernel[1] - 1, 1..kernel[1]] {
+                        for kb in 0..c * m / kc {
+                            let origin = [1, 2];
+                            let taps = Taps {
+                                rows: rows.clone(),
+                                cols: cols.clone(),
+                                origin,
+                                kb,
+                            };
+                            let mut acc = bias.clone();
+                            depthwise_pixel(isa, &g, &x, &taps, &w, &mut acc);
+                            let want = expected(
+                                &g,
+                                (&x, &w),
+                                (rows.clone(), cols.clone()),
+                                origin,
+                                kb,
+                                &bias,
+                            );
+                            assert_eq!(acc, want, "{isa:?} {g:?} taps {taps:?}");
+                        }
                     }
                 }
             }
@@ -739,28 +967,53 @@ mod tests {
 
     #[test]
     fn every_isa_matches_a_plain_sum() {
-        check::<1, 1, 1, 1>();
-        check::<3, 3, 3, 1>();
-        check::<15, 15, 15, 1>();
-        check::<16, 16, 16, 1>();
-        check::<17, 17, 17, 1>();
-        check::<33, 33, 33, 1>();
-        check::<64, 64, 32, 1>();
-        check::<3, 6, 6, 2>();
-        check::<8, 24, 12, 3>();
+        check(1, 1, 1);
+        check(3, 1, 3);
+        check(15, 1, 15);
+        check(16, 1, 16);
+        check(17, 1, 17);
+        check(33, 1, 33);
+        check(64, 1, 32);
+        check(3, 2, 6);
+        check(8, 3, 12);
     }
 
     #[test]
     #[should_panic(expected = "run reaches column")]
     fn a_run_past_the_row_is_refused() {
-        let rows = [[[0.0f32; 1]; 4]; 3];
-        let w = [[[0.0f32; 1]; 3]; 3];
-        let run = Run {
-            rows: rows.each_ref(),
-            col0: 1,
+        let g = Geometry {
+            input: [3, 4, 1],
+            multiplier: 1,
+            block: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            padding: [0, 0],
+        };
+        let (x, w) = (vec![0.0f32; 12], vec![0.0f32; 9]);
+        let mut out = [0.0f32; 2];
+        depthwise_run(Isa::Portable, &g, &x, [0, 1], 0, &w, &mut out);
+    }
+
+    #[test]
+    #[should_panic(expected = "taps outside the input")]
+    fn a_border_pixel_past_the_input_is_refused() {
+        let g = Geometry {
+            input: [3, 4, 1],
+            multiplier: 1,
+            block: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            padding: [0, 0],
+        };
+        let (x, w) = (vec![0.0f32; 12], vec![0.0f32; 9]);
+        let taps = Taps {
+            rows: 0..3,
+            cols: 0..2,
+            origin: [1, 0],
             kb: 0,
         };
-        let mut out = [[0.0f32; 1]; 2];
-        depthwise_run::<f32, 1, 4, 1, 1, 1, 3, 3, 1, 1>(Isa::Portable, &mut out, &run, &w);
+        depthwise_pixel(Isa::Portable, &g, &x, &taps, &w, &mut [0.0f32]);
     }
 }

@@ -214,7 +214,7 @@ const _: () = {
             x: &[[[f32; 64]; 112]; 112],
             out: &mut [[[f32; 128]; 56]; 56],
         ) {
-            __sep::dispatch_as(isa, __Forward { layer: self, x, out })
+            self.forward_strips(isa, x, out)
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
@@ -231,15 +231,8 @@ const _: () = {
                 out,
                 28672,
                 |strip, out| {
-                    __sep::dispatch_as(
-                        isa,
-                        __Strip {
-                            layer: self,
-                            x,
-                            r0: strip * 4,
-                            out,
-                        },
-                    );
+                    let mut scratch = [[0.0_f32; 64]; 224];
+                    self.forward_strip(isa, x, strip * 4, out, &mut scratch);
                 },
             );
         }
@@ -271,14 +264,7 @@ const _: () = {
             input: &::separable::Tensor<112, 112, 64>,
             output: &mut ::separable::Tensor<56, 56, 64>,
         ) {
-            __sep::dispatch_as(
-                isa,
-                __Depthwise {
-                    layer: self,
-                    x: input.as_array(),
-                    out: output.as_array_mut(),
-                },
-            )
+            self.depthwise_strips(isa, input.as_array(), output.as_array_mut())
         }
         /// Runs the pointwise stage (with its bias and activation) on a depthwise output.
         #[must_use]
@@ -308,17 +294,9 @@ const _: () = {
             depthwise: &::separable::Tensor<56, 56, 64>,
             output: &mut ::separable::Tensor<56, 56, 128>,
         ) {
-            __sep::dispatch_as(
-                isa,
-                __Pointwise {
-                    layer: self,
-                    y: depthwise.as_array(),
-                    out: output.as_array_mut(),
-                },
-            )
+            self.pointwise_strips(isa, depthwise.as_array(), output.as_array_mut())
         }
         /// Both stages over strips of output rows.
-        #[inline(always)]
         fn forward_strips(
             &self,
             isa: __sep::Isa,
@@ -334,7 +312,6 @@ const _: () = {
         /// Both stages for the strip of output rows from `r0` (`out` holds those rows): per block
         /// of channels, the strip's depthwise output goes to `scratch` (on the stack, sized for
         /// the cache), and the pointwise microkernel adds its contribution to `out`.
-        #[inline(always)]
         fn forward_strip(
             &self,
             isa: __sep::Isa,
@@ -349,7 +326,8 @@ const _: () = {
             for kb in 0..1 {
                 let strip = &mut scratch[..pixels];
                 self.depthwise_block(isa, x, r0, r1, kb, strip);
-                __sep::activate_slice(
+                __sep::activate_all(
+                    isa,
                     ::separable::Activation::Relu,
                     strip.as_flattened_mut(),
                 );
@@ -357,6 +335,9 @@ const _: () = {
                     a: strip.as_flattened(),
                     pixels,
                     k0: kb * 64,
+                    kb: 64,
+                    k: 64,
+                    n: 128,
                     packed: &self.pointwise_weight[..],
                 };
                 let init = if kb == 0 {
@@ -364,11 +345,11 @@ const _: () = {
                 } else {
                     ::core::option::Option::None
                 };
-                __sep::pointwise_block::<f32, 64, 64, 128>(isa, &block, init, out);
+                __sep::pointwise_block(isa, &block, init, out);
             }
-            __sep::activate_slice(::separable::Activation::Relu, out);
+            __sep::activate_all(isa, ::separable::Activation::Relu, out);
         }
-        #[inline(always)]
+        /// The depthwise stage alone, over the same strips and blocks as `forward_strip`.
         fn depthwise_strips(
             &self,
             isa: __sep::Isa,
@@ -383,17 +364,23 @@ const _: () = {
                 for kb in 0..1 {
                     let strip = &mut scratch[..pixels];
                     self.depthwise_block(isa, x, r0, r1, kb, strip);
-                    __sep::activate_slice(
+                    __sep::activate_all(
+                        isa,
                         ::separable::Activation::Relu,
                         strip.as_flattened_mut(),
                     );
-                    for (pixel, out) in strip.iter().zip(rows.iter_mut().flatten()) {
-                        *__sep::channels_mut::<_, 64, 64>(out, kb) = *pixel;
-                    }
+                    __sep::scatter(
+                        isa,
+                        strip.as_flattened(),
+                        rows.as_flattened_mut().as_flattened_mut(),
+                        64,
+                        64,
+                        kb * 64,
+                    );
                 }
             }
         }
-        #[inline(always)]
+        /// The pointwise stage alone, over strips of rows of the depthwise output.
         fn pointwise_strips(
             &self,
             isa: __sep::Isa,
@@ -409,21 +396,23 @@ const _: () = {
                     a: &y[r0 * 56 * 64..r1 * 56 * 64],
                     pixels: (r1 - r0) * 56,
                     k0: 0,
+                    kb: 64,
+                    k: 64,
+                    n: 128,
                     packed: &self.pointwise_weight[..],
                 };
                 let out = &mut out[r0 * 56 * 128..r1 * 56 * 128];
-                __sep::pointwise_block::<
-                    f32,
-                    64,
-                    64,
-                    128,
-                >(isa, &block, ::core::option::Option::Some(bias), out);
-                __sep::activate_slice(::separable::Activation::Relu, out);
+                __sep::pointwise_block(
+                    isa,
+                    &block,
+                    ::core::option::Option::Some(bias),
+                    out,
+                );
+                __sep::activate_all(isa, ::separable::Activation::Relu, out);
             }
         }
         /// The depthwise stage (without activation) of output rows `r0..r1` and channel block
         /// `kb` into `out`, one entry per pixel of those rows.
-        #[inline(always)]
         fn depthwise_block(
             &self,
             isa: __sep::Isa,
@@ -433,112 +422,62 @@ const _: () = {
             kb: usize,
             out: &mut [[f32; 64]],
         ) {
-            let w = &*self.depthwise_weight;
-            out.fill(*__sep::channels::<_, 64, 64>(&*self.depthwise_bias, kb));
+            const GEOMETRY: __sep::DepthwiseGeometry = __sep::DepthwiseGeometry {
+                input: [112, 112, 64],
+                multiplier: 1,
+                block: 64,
+                kernel: [3, 3],
+                stride: [2, 2],
+                dilation: [1, 1],
+                padding: [0, 0],
+            };
+            let w = self.depthwise_weight.as_flattened().as_flattened();
+            let x = x.as_flattened().as_flattened();
+            __sep::fill(
+                isa,
+                out.as_flattened_mut(),
+                &*__sep::channels::<_, 64, 64>(&*self.depthwise_bias, kb),
+            );
             for oh in r0.max(0)..r1.min(55) {
-                let run = __sep::DepthwiseRun {
-                    rows: [&x[oh * 2], &x[oh * 2 + 1], &x[oh * 2 + 2]],
-                    col0: 0,
-                    kb,
-                };
                 let row = (oh - r0) * 56;
-                __sep::depthwise_run::<
-                    f32,
-                    64,
-                    112,
-                    64,
-                    64,
-                    1,
-                    3,
-                    3,
-                    2,
-                    1,
-                >(isa, &mut out[row + 0..row + 55], &run, w);
+                __sep::depthwise_run(
+                    isa,
+                    &GEOMETRY,
+                    x,
+                    [oh * 2, 0],
+                    kb,
+                    w,
+                    out[row + 0..row + 55].as_flattened_mut(),
+                );
             }
             for oh in r0..r1 {
-                let row_taps = __sep::tap_range(oh, 2, 1, 0, 112, 3);
                 let (left, right) = if (0..55).contains(&oh) {
                     (0, 55)
                 } else {
                     (56, 56)
                 };
-                let columns = (0..left).chain(right..56);
-                for ow in columns {
-                    let col_taps = __sep::tap_range(ow, 2, 1, 0, 112, 3);
-                    let taps = __sep::DepthwiseTaps {
-                        rows: row_taps.0..row_taps.1,
-                        cols: col_taps.0..col_taps.1,
-                        origin: [
-                            (oh * 2 + row_taps.0).saturating_sub(0),
-                            (ow * 2 + col_taps.0).saturating_sub(0),
-                        ],
-                        kb,
-                    };
-                    __sep::depthwise_pixel::<
-                        f32,
-                        64,
-                        112,
-                        112,
-                        64,
-                        64,
-                        1,
-                        3,
-                        3,
-                        1,
-                        1,
-                    >(isa, &mut out[(oh - r0) * 56 + ow], x, &taps, w);
-                }
+                let row = (oh - r0) * 56;
+                __sep::depthwise_border(
+                    isa,
+                    &GEOMETRY,
+                    x,
+                    oh,
+                    0..left,
+                    kb,
+                    w,
+                    out[row..row + left].as_flattened_mut(),
+                );
+                __sep::depthwise_border(
+                    isa,
+                    &GEOMETRY,
+                    x,
+                    oh,
+                    right..56,
+                    kb,
+                    w,
+                    out[row + right..row + 56].as_flattened_mut(),
+                );
             }
-        }
-    }
-    struct __Forward<'a> {
-        layer: &'a Block2,
-        x: &'a [[[f32; 64]; 112]; 112],
-        out: &'a mut [[[f32; 128]; 56]; 56],
-    }
-    impl __sep::Kernel for __Forward<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run(self, isa: __sep::Isa) {
-            self.layer.forward_strips(isa, self.x, self.out);
-        }
-    }
-    struct __Strip<'a> {
-        layer: &'a Block2,
-        x: &'a [[[f32; 64]; 112]; 112],
-        r0: usize,
-        out: &'a mut [f32],
-    }
-    impl __sep::Kernel for __Strip<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run(self, isa: __sep::Isa) {
-            let mut scratch = [[0.0_f32; 64]; 224];
-            self.layer.forward_strip(isa, self.x, self.r0, self.out, &mut scratch);
-        }
-    }
-    struct __Depthwise<'a> {
-        layer: &'a Block2,
-        x: &'a [[[f32; 64]; 112]; 112],
-        out: &'a mut [[[f32; 64]; 56]; 56],
-    }
-    impl __sep::Kernel for __Depthwise<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run(self, isa: __sep::Isa) {
-            self.layer.depthwise_strips(isa, self.x, self.out);
-        }
-    }
-    struct __Pointwise<'a> {
-        layer: &'a Block2,
-        y: &'a [[[f32; 64]; 56]; 56],
-        out: &'a mut [[[f32; 128]; 56]; 56],
-    }
-    impl __sep::Kernel for __Pointwise<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run(self, isa: __sep::Isa) {
-            self.layer.pointwise_strips(isa, self.y, self.out);
         }
     }
     impl ::separable::Layer for Block2 {
