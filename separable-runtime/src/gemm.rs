@@ -187,6 +187,22 @@ pub struct Block<'a, T> {
 /// kernels with the stride in a register. The planner prefers these widths.
 pub const COMPILED_BLOCKS: [usize; 5] = [16, 32, 64, 128, 256];
 
+/// Calls `f::<KB>(args)` with `KB` the channel block `kb` when it is one of
+/// [`COMPILED_BLOCKS`], else `f::<0>(args)` (the width in a register): the one place the
+/// compiled widths become instances, for every microkernel.
+macro_rules! by_block {
+    ($kb:expr, $f:ident $(<$ty:ty>)? ($($arg:expr),*)) => {
+        match $kb {
+            16 => $f::<$($ty,)? 16>($($arg),*),
+            32 => $f::<$($ty,)? 32>($($arg),*),
+            64 => $f::<$($ty,)? 64>($($arg),*),
+            128 => $f::<$($ty,)? 128>($($arg),*),
+            256 => $f::<$($ty,)? 256>($($arg),*),
+            _ => $f::<$($ty,)? 0>($($arg),*),
+        }
+    };
+}
+
 /// Computes one [`Block`] into `out` (`pixels x n`) with the microkernel of `isa`. With
 /// `init` `Some(bias)` each output starts from the bias (zero for an empty bias), else from its
 /// current value, so a layer can sum over channel blocks.
@@ -291,14 +307,7 @@ const PORTABLE_MR: usize = 4;
 /// across the panel's lanes. The channel blocks of [`COMPILED_BLOCKS`] also get their width as a
 /// const generic: with a run-time width the product ran about four times slower.
 fn portable<T: Element>(block: &Block<'_, T>, init: Option<&[T]>, out: &mut [T]) {
-    match block.kb {
-        16 => portable_blocks::<T, 16>(block, init, out),
-        32 => portable_blocks::<T, 32>(block, init, out),
-        64 => portable_blocks::<T, 64>(block, init, out),
-        128 => portable_blocks::<T, 128>(block, init, out),
-        256 => portable_blocks::<T, 256>(block, init, out),
-        _ => portable_blocks::<T, 0>(block, init, out),
-    }
+    by_block!(block.kb, portable_blocks<T>(block, init, out));
 }
 
 /// [`portable`] for a channel block of `KB` channels, or of `block.kb` when `KB` is 0.
@@ -473,16 +482,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512(block: &Block<'_, f32>, init: Option<&[f32]>, out: &mut [f32]) {
         // SAFETY: forwarded.
-        unsafe {
-            match block.kb {
-                16 => avx512_kb::<16>(block, init, out),
-                32 => avx512_kb::<32>(block, init, out),
-                64 => avx512_kb::<64>(block, init, out),
-                128 => avx512_kb::<128>(block, init, out),
-                256 => avx512_kb::<256>(block, init, out),
-                _ => avx512_kb::<0>(block, init, out),
-            }
-        }
+        unsafe { by_block!(block.kb, avx512_kb(block, init, out)) }
     }
 
     /// Tiles of up to `MR512` pixels by two panels (32 outputs), then one; `a`'s row stride
@@ -646,16 +646,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2(block: &Block<'_, f32>, init: Option<&[f32]>, out: &mut [f32]) {
         // SAFETY: forwarded.
-        unsafe {
-            match block.kb {
-                16 => avx2_kb::<16>(block, init, out),
-                32 => avx2_kb::<32>(block, init, out),
-                64 => avx2_kb::<64>(block, init, out),
-                128 => avx2_kb::<128>(block, init, out),
-                256 => avx2_kb::<256>(block, init, out),
-                _ => avx2_kb::<0>(block, init, out),
-            }
-        }
+        unsafe { by_block!(block.kb, avx2_kb(block, init, out)) }
     }
 
     /// Tiles of up to `MR256` pixels by one panel (16 outputs, two `ymm`).
@@ -845,6 +836,19 @@ mod tests {
             packed: &packed,
         };
         pointwise_block(Isa::Portable, &block, None, &mut out);
+    }
+
+    #[test]
+    fn the_compiled_widths_are_the_instances() {
+        fn width<const KB: usize>() -> usize {
+            KB
+        }
+        for kb in COMPILED_BLOCKS {
+            assert_eq!(by_block!(kb, width()), kb);
+        }
+        for kb in [1, 8, 48, 512] {
+            assert_eq!(by_block!(kb, width()), 0, "{kb}");
+        }
     }
 
     #[test]
