@@ -76,14 +76,6 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Depthwise channels per block of the strip kernels (all of them for tiny layers).
-    fn block_channels(&self) -> usize {
-        match &self.plan.depthwise {
-            Depthwise::InteriorBorder { strips, .. } => strips.channels,
-            Depthwise::Unrolled | Depthwise::Planar(_) => self.layer.shape.depthwise[2],
-        }
-    }
-
     /// `[[[T; C]; W]; H]` for a shape.
     fn array(&self, dims: &[usize]) -> TokenStream {
         let elem = &self.elem;
@@ -610,16 +602,25 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         Depthwise::Unrolled | Depthwise::Planar(_) => quote!(self.forward_into(input, output);),
         Depthwise::InteriorBorder { strips, .. } => {
             let [_, ow, n] = ctx.layer.shape.output;
-            let (rows, chunk) = (lit(strips.rows), lit(strips.rows * ow * n));
-            let (zero, kc) = (&ctx.zero, lit(strips.channels));
-            let scratch_pixels = lit(strips.rows * ctx.layer.shape.depthwise[1]);
+            let chunk = lit(strips.rows * ow * n);
+            let zero = &ctx.zero;
+            let scratch_len = lit(strips.rows * ctx.layer.shape.depthwise[1] * strips.channels);
             quote! {
                 let isa = #krate::Isa::detect();
-                let x = input.as_array();
+                let x = input.as_array().as_flattened().as_flattened();
+                let weights = self.strip_weights();
                 let out = output.as_array_mut().as_flattened_mut().as_flattened_mut();
                 __sep::for_each_chunk(out, #chunk, |strip, out| {
-                    let mut scratch = [[#zero; #kc]; #scratch_pixels];
-                    self.forward_strip(isa, x, strip * #rows, out, &mut scratch);
+                    let mut scratch = [#zero; #scratch_len];
+                    __sep::strips_forward_strip(
+                        isa,
+                        &Self::__STRIPS,
+                        &weights,
+                        x,
+                        strip,
+                        out,
+                        &mut scratch,
+                    );
                 });
             }
         }
@@ -910,8 +911,9 @@ fn planar_kernels(ctx: &Ctx<'_>, planar: Planar) -> TokenStream {
     }
 }
 
-/// Larger layers: the depthwise stage over a strip of rows and a block of channels at a time
-/// into a stack buffer, then the pointwise matrix microkernel over the buffer.
+/// Larger layers: the runtime's strip loops (`separable_runtime::strips`) with the layer's
+/// plan as a constant and a scratch buffer on the stack. Each strip's depthwise output, a block
+/// of channels at a time, goes to the buffer and from there to the pointwise microkernel.
 fn strip_kernels(
     ctx: &Ctx<'_>,
     interior_rows: &Range<usize>,
@@ -920,203 +922,135 @@ fn strip_kernels(
 ) -> TokenStream {
     let layer = ctx.layer;
     let shape = &layer.shape;
-    let elem = &ctx.elem;
-    let zero = &ctx.zero;
-    let [oh_n, ow_n, cm] = shape.depthwise;
-    let n = layer.spec.output_channels;
-    let kc = strips.channels;
-    let blocks = cm / kc;
-    let (oh_lit, ow_lit, cm_lit, n_lit, kc_lit, blocks_lit, rows_lit) = (
-        lit(oh_n),
-        lit(ow_n),
-        lit(cm),
-        lit(n),
-        lit(kc),
-        lit(blocks),
-        lit(strips.rows),
+    let (krate, elem, zero) = (ctx.krate, &ctx.elem, &ctx.zero);
+    let scratch_len = lit(strips.rows * shape.depthwise[1] * strips.channels);
+    let (input, depthwise, output) = (
+        ctx.array(&shape.input),
+        ctx.array(&shape.depthwise),
+        ctx.array(&shape.output),
     );
-    let scratch_pixels = lit(strips.rows * ow_n);
-    let input = ctx.array(&shape.input);
-    let depthwise = ctx.array(&shape.depthwise);
-    let output = ctx.array(&shape.output);
-    let block = ctx.array(&[kc]);
-    let dw_bias = if layer.spec.bias.depthwise() {
-        quote!(*__sep::channels::<_, #cm_lit, #kc_lit>(&*self.depthwise_bias, kb))
-    } else {
-        quote!([#zero; #kc_lit])
-    };
-    let pw_bias = if layer.spec.bias.pointwise() {
-        quote!(&self.pointwise_bias[..])
-    } else {
-        quote!(&[])
-    };
-    let activation_of = |activation: Activation, values: TokenStream| {
-        (activation != Activation::None).then(|| {
-            let act = activation_tokens(activation);
-            let krate = ctx.krate;
-            quote!(__sep::activate_all(isa, #krate::Activation::#act, #values);)
-        })
-    };
-    let dw_activation = activation_of(layer.depthwise_activation, quote!(strip.as_flattened_mut()));
-    let pw_activation = activation_of(layer.pointwise_activation, quote!(out));
-    let walk = interior_border(ctx, interior_rows, interior_cols);
-    let geometry = {
+    let plan = {
         let spec = &layer.spec;
-        let (input, m, kc) = (spec.input.map(lit), lit(spec.multiplier), lit(kc));
+        let (input, m, kc) = (
+            spec.input.map(lit),
+            lit(spec.multiplier),
+            lit(strips.channels),
+        );
         let (kernel, stride, dilation) = (
             spec.kernel.map(lit),
             spec.stride.map(lit),
             spec.dilation.map(lit),
         );
         let padding = [lit(ctx.plan.rows.pad_before), lit(ctx.plan.cols.pad_before)];
+        let output = shape.output.map(lit);
+        let rows = lit(strips.rows);
+        let [r0, r1, c0, c1] = [
+            interior_rows.start,
+            interior_rows.end,
+            interior_cols.start,
+            interior_cols.end,
+        ]
+        .map(lit);
+        let [dw_act, pw_act] =
+            [layer.depthwise_activation, layer.pointwise_activation].map(activation_tokens);
         quote! {
-            const GEOMETRY: __sep::DepthwiseGeometry = __sep::DepthwiseGeometry {
-                input: [#(#input),*],
-                multiplier: #m,
-                block: #kc,
-                kernel: [#(#kernel),*],
-                stride: [#(#stride),*],
-                dilation: [#(#dilation),*],
-                padding: [#(#padding),*],
-            };
+            __sep::StripPlan {
+                geometry: __sep::DepthwiseGeometry {
+                    input: [#(#input),*],
+                    multiplier: #m,
+                    block: #kc,
+                    kernel: [#(#kernel),*],
+                    stride: [#(#stride),*],
+                    dilation: [#(#dilation),*],
+                    padding: [#(#padding),*],
+                },
+                output: [#(#output),*],
+                rows: #rows,
+                interior_rows: [#r0, #r1],
+                interior_cols: [#c0, #c1],
+                activations: [#krate::Activation::#dw_act, #krate::Activation::#pw_act],
+            }
         }
     };
+    let bias = |present: bool, field: TokenStream| {
+        if present {
+            quote!(::core::option::Option::Some(&self.#field[..]))
+        } else {
+            quote!(::core::option::Option::None)
+        }
+    };
+    let dw_bias = bias(layer.spec.bias.depthwise(), quote!(depthwise_bias));
+    let pw_bias = bias(layer.spec.bias.pointwise(), quote!(pointwise_bias));
     quote! {
-        /// Both stages over strips of output rows.
+        /// Output rows in strips and channels in blocks, for the runtime's strip loops.
+        const __STRIPS: __sep::StripPlan = #plan;
+
+        /// The weights as the strip loops read them.
+        fn strip_weights(&self) -> __sep::StripWeights<'_, #elem> {
+            __sep::StripWeights {
+                depthwise: self.depthwise_weight.as_flattened().as_flattened(),
+                depthwise_bias: #dw_bias,
+                pointwise: &self.pointwise_weight[..],
+                pointwise_bias: #pw_bias,
+            }
+        }
+
+        /// Both stages over strips of output rows; a strip's depthwise output stays in
+        /// `scratch`, on the stack and sized for the cache.
         fn forward_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #output) {
-            let mut scratch = [[#zero; #kc_lit]; #scratch_pixels];
-            let out = out.as_flattened_mut().as_flattened_mut();
-            for (strip, out) in out.chunks_mut(#rows_lit * #ow_lit * #n_lit).enumerate() {
-                self.forward_strip(isa, x, strip * #rows_lit, out, &mut scratch);
-            }
+            let mut scratch = [#zero; #scratch_len];
+            __sep::strips_forward(
+                isa,
+                &Self::__STRIPS,
+                &self.strip_weights(),
+                x.as_flattened().as_flattened(),
+                out.as_flattened_mut().as_flattened_mut(),
+                &mut scratch,
+            );
         }
 
-        /// Both stages for the strip of output rows from `r0` (`out` holds those rows): per block
-        /// of channels, the strip's depthwise output goes to `scratch` (on the stack, sized for
-        /// the cache), and the pointwise microkernel adds its contribution to `out`.
-        fn forward_strip(
-            &self,
-            isa: __sep::Isa,
-            x: &#input,
-            r0: usize,
-            out: &mut [#elem],
-            scratch: &mut [#block; #scratch_pixels],
-        ) {
-            let pixels = out.len() / #n_lit;
-            let r1 = r0 + pixels / #ow_lit;
-            let bias: &[#elem] = #pw_bias;
-            for kb in 0..#blocks_lit {
-                let strip = &mut scratch[..pixels];
-                self.depthwise_block(isa, x, r0, r1, kb, strip);
-                #dw_activation
-                let block = __sep::PointwiseBlock {
-                    a: strip.as_flattened(),
-                    pixels,
-                    k0: kb * #kc_lit,
-                    kb: #kc_lit,
-                    k: #cm_lit,
-                    n: #n_lit,
-                    packed: &self.pointwise_weight[..],
-                };
-                let init = if kb == 0 { ::core::option::Option::Some(bias) } else { ::core::option::Option::None };
-                __sep::pointwise_block(isa, &block, init, out);
-            }
-            #pw_activation
-        }
-
-        /// The depthwise stage alone, over the same strips and blocks as `forward_strip`.
+        /// The depthwise stage alone, over the same strips and blocks as `forward_strips`.
         fn depthwise_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #depthwise) {
-            let mut scratch = [[#zero; #kc_lit]; #scratch_pixels];
-            for r0 in (0..#oh_lit).step_by(#rows_lit) {
-                let r1 = (r0 + #rows_lit).min(#oh_lit);
-                let pixels = (r1 - r0) * #ow_lit;
-                let rows = &mut out[r0..r1];
-                for kb in 0..#blocks_lit {
-                    let strip = &mut scratch[..pixels];
-                    self.depthwise_block(isa, x, r0, r1, kb, strip);
-                    #dw_activation
-                    __sep::scatter(
-                        isa,
-                        strip.as_flattened(),
-                        rows.as_flattened_mut().as_flattened_mut(),
-                        #kc_lit,
-                        #cm_lit,
-                        kb * #kc_lit,
-                    );
-                }
-            }
+            let mut scratch = [#zero; #scratch_len];
+            __sep::strips_depthwise(
+                isa,
+                &Self::__STRIPS,
+                &self.strip_weights(),
+                x.as_flattened().as_flattened(),
+                out.as_flattened_mut().as_flattened_mut(),
+                &mut scratch,
+            );
         }
 
         /// The pointwise stage alone, over strips of rows of the depthwise output.
         fn pointwise_strips(&self, isa: __sep::Isa, y: &#depthwise, out: &mut #output) {
-            let y = y.as_flattened().as_flattened();
-            let out = out.as_flattened_mut().as_flattened_mut();
-            let bias: &[#elem] = #pw_bias;
-            for r0 in (0..#oh_lit).step_by(#rows_lit) {
-                let r1 = (r0 + #rows_lit).min(#oh_lit);
-                let block = __sep::PointwiseBlock {
-                    a: &y[r0 * #ow_lit * #cm_lit..r1 * #ow_lit * #cm_lit],
-                    pixels: (r1 - r0) * #ow_lit,
-                    k0: 0,
-                    kb: #cm_lit,
-                    k: #cm_lit,
-                    n: #n_lit,
-                    packed: &self.pointwise_weight[..],
-                };
-                let out = &mut out[r0 * #ow_lit * #n_lit..r1 * #ow_lit * #n_lit];
-                __sep::pointwise_block(isa, &block, ::core::option::Option::Some(bias), out);
-                #pw_activation
-            }
-        }
-
-        /// The depthwise stage (without activation) of output rows `r0..r1` and channel block
-        /// `kb` into `out`, one entry per pixel of those rows.
-        fn depthwise_block(
-            &self,
-            isa: __sep::Isa,
-            x: &#input,
-            r0: usize,
-            r1: usize,
-            kb: usize,
-            out: &mut [#block],
-        ) {
-            #geometry
-            let w = self.depthwise_weight.as_flattened().as_flattened();
-            let x = x.as_flattened().as_flattened();
-            __sep::fill(isa, out.as_flattened_mut(), &#dw_bias);
-            #walk
+            __sep::strips_pointwise(
+                isa,
+                &Self::__STRIPS,
+                &self.strip_weights(),
+                y.as_flattened().as_flattened(),
+                out.as_flattened_mut().as_flattened_mut(),
+            );
         }
     }
 }
 
-/// One tap over all channels of the pixel (tiny layers) or over channel block `kb` (strips):
-/// `acc += x[row][col] * w[kh][kw]`, `acc` being a `&mut` to the accumulator.
+/// One tap over all channels of the pixel: `acc += x[row][col] * w[kh][kw]`, `acc` being a
+/// `&mut` to the accumulator.
 fn tap(
     ctx: &Ctx<'_>,
-    blocked: bool,
     acc: &TokenStream,
     (row, col): (&TokenStream, &TokenStream),
     (kh, kw): (&TokenStream, &TokenStream),
 ) -> TokenStream {
     let spec = &ctx.layer.spec;
-    let (x, w) = if blocked {
-        (
-            quote!(__sep::channels(&x[#row][#col], kb)),
-            quote!(__sep::channels(&w[#kh][#kw], kb)),
-        )
-    } else {
-        (quote!(&x[#row][#col]), quote!(&w[#kh][#kw]))
-    };
+    let (x, w) = (quote!(&x[#row][#col]), quote!(&w[#kh][#kw]));
     if spec.multiplier == 1 {
         quote!(__sep::depthwise_tap(#acc, #x, #w);)
     } else {
         let elem = &ctx.elem;
         let m = spec.multiplier;
-        let co = if blocked {
-            ctx.block_channels()
-        } else {
-            ctx.layer.shape.depthwise[2]
-        };
+        let co = ctx.layer.shape.depthwise[2];
         let (ci, m, co) = (lit(co / m), lit(m), lit(co));
         quote!(__sep::depthwise_tap_multiplier::<#elem, #ci, #m, #co>(#acc, #x, #w);)
     }
@@ -1188,7 +1122,6 @@ fn unrolled(ctx: &Ctx<'_>) -> TokenStream {
                     let (kh, kw) = (lit(kh), lit(kw));
                     taps.extend(tap(
                         ctx,
-                        false,
                         &quote!(&mut acc),
                         (&quote!(#row), &quote!(#col)),
                         (&quote!(#kh), &quote!(#kw)),
@@ -1207,103 +1140,6 @@ fn unrolled(ctx: &Ctx<'_>) -> TokenStream {
         }
     }
     blocks
-}
-
-/// `o * stride + offset` for a loop variable, written as simply as the literals allow.
-fn position(var: &TokenStream, stride: usize, offset: isize) -> TokenStream {
-    let base = if stride == 1 {
-        var.clone()
-    } else {
-        let s = lit(stride);
-        quote!(#var * #s)
-    };
-    let magnitude = lit(offset.unsigned_abs());
-    match offset.signum() {
-        1 => quote!(#base + #magnitude),
-        -1 => quote!(#base - #magnitude),
-        _ => base,
-    }
-}
-
-/// The depthwise walk over rows `r0..r1` for channel block `kb`, into `out` (one entry per
-/// pixel of the strip, holding its bias): per row, the interior run is one `depthwise_run`
-/// call with the window's rows at literal offsets; the border adds the taps `tap_range` admits.
-fn interior_border(
-    ctx: &Ctx<'_>,
-    interior_rows: &Range<usize>,
-    interior_cols: &Range<usize>,
-) -> TokenStream {
-    let Plan { rows, cols, .. } = &ctx.plan;
-    let oh = quote!(oh);
-    let has_interior = !interior_rows.is_empty() && !interior_cols.is_empty();
-    let (r0, r1, c0, c1) = (
-        lit(interior_rows.start),
-        lit(interior_rows.end),
-        lit(interior_cols.start),
-        lit(interior_cols.end),
-    );
-    let ow_n = lit(cols.output);
-
-    let interior = has_interior.then(|| {
-        // Input row of tap 0: inside the input in interior rows.
-        let row0 = position(&oh, rows.stride, rows.offset(0));
-        // Input column of tap 0 for the first interior pixel: inside the input by definition.
-        let col0 = lit((interior_cols.start * cols.stride).saturating_sub(cols.pad_before));
-        quote! {
-            // Interior: every tap of the window is inside the input.
-            for oh in r0.max(#r0)..r1.min(#r1) {
-                let row = (oh - r0) * #ow_n;
-                __sep::depthwise_run(
-                    isa,
-                    &GEOMETRY,
-                    x,
-                    [#row0, #col0],
-                    kb,
-                    w,
-                    out[row + #c0..row + #c1].as_flattened_mut(),
-                );
-            }
-        }
-    });
-
-    let covers_all =
-        has_interior && interior_rows.len() == rows.output && interior_cols.len() == cols.output;
-    let border = (!covers_all).then(|| {
-        // In interior rows only the columns outside the interior run are border positions.
-        let columns = if has_interior {
-            quote!(let (left, right) = if (#r0..#r1).contains(&oh) { (#c0, #c1) } else { (#ow_n, #ow_n) };)
-        } else {
-            quote!(let (left, right) = (#ow_n, #ow_n);)
-        };
-        quote! {
-            // Border: positions whose window overlaps the padding, with the taps inside the input.
-            for oh in r0..r1 {
-                #columns
-                let row = (oh - r0) * #ow_n;
-                __sep::depthwise_border(
-                    isa,
-                    &GEOMETRY,
-                    x,
-                    oh,
-                    0..left,
-                    kb,
-                    w,
-                    out[row..row + left].as_flattened_mut(),
-                );
-                __sep::depthwise_border(
-                    isa,
-                    &GEOMETRY,
-                    x,
-                    oh,
-                    right..#ow_n,
-                    kb,
-                    w,
-                    out[row + right..row + #ow_n].as_flattened_mut(),
-                );
-            }
-        }
-    });
-    quote!(#interior #border)
 }
 
 fn trait_impl(ctx: &Ctx<'_>, header: &Header) -> TokenStream {

@@ -74,11 +74,6 @@ impl AxisPlan {
         lo..hi
     }
 
-    /// Input position of tap `k` at output `o`, relative to `o * stride`: `k * dilation - pad`.
-    pub(crate) fn offset(&self, k: usize) -> isize {
-        (k * self.dilation).cast_signed() - self.pad_before.cast_signed()
-    }
-
     /// The output positions whose every tap is inside the input; empty if there are none.
     ///
     /// From `o * stride >= pad_before` and

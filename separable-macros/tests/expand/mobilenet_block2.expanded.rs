@@ -225,14 +225,23 @@ const _: () = {
             output: &mut ::separable::Tensor<56, 56, 128>,
         ) {
             let isa = ::separable::Isa::detect();
-            let x = input.as_array();
+            let x = input.as_array().as_flattened().as_flattened();
+            let weights = self.strip_weights();
             let out = output.as_array_mut().as_flattened_mut().as_flattened_mut();
             __sep::for_each_chunk(
                 out,
                 28672,
                 |strip, out| {
-                    let mut scratch = [[0.0_f32; 64]; 224];
-                    self.forward_strip(isa, x, strip * 4, out, &mut scratch);
+                    let mut scratch = [0.0_f32; 14336];
+                    __sep::strips_forward_strip(
+                        isa,
+                        &Self::__STRIPS,
+                        &weights,
+                        x,
+                        strip,
+                        out,
+                        &mut scratch,
+                    );
                 },
             );
         }
@@ -296,89 +305,66 @@ const _: () = {
         ) {
             self.pointwise_strips(isa, depthwise.as_array(), output.as_array_mut())
         }
-        /// Both stages over strips of output rows.
+        /// Output rows in strips and channels in blocks, for the runtime's strip loops.
+        const __STRIPS: __sep::StripPlan = __sep::StripPlan {
+            geometry: __sep::DepthwiseGeometry {
+                input: [112, 112, 64],
+                multiplier: 1,
+                block: 64,
+                kernel: [3, 3],
+                stride: [2, 2],
+                dilation: [1, 1],
+                padding: [0, 0],
+            },
+            output: [56, 56, 128],
+            rows: 4,
+            interior_rows: [0, 55],
+            interior_cols: [0, 55],
+            activations: [::separable::Activation::Relu, ::separable::Activation::Relu],
+        };
+        /// The weights as the strip loops read them.
+        fn strip_weights(&self) -> __sep::StripWeights<'_, f32> {
+            __sep::StripWeights {
+                depthwise: self.depthwise_weight.as_flattened().as_flattened(),
+                depthwise_bias: ::core::option::Option::Some(&self.depthwise_bias[..]),
+                pointwise: &self.pointwise_weight[..],
+                pointwise_bias: ::core::option::Option::Some(&self.pointwise_bias[..]),
+            }
+        }
+        /// Both stages over strips of output rows; a strip's depthwise output stays in
+        /// `scratch`, on the stack and sized for the cache.
         fn forward_strips(
             &self,
             isa: __sep::Isa,
             x: &[[[f32; 64]; 112]; 112],
             out: &mut [[[f32; 128]; 56]; 56],
         ) {
-            let mut scratch = [[0.0_f32; 64]; 224];
-            let out = out.as_flattened_mut().as_flattened_mut();
-            for (strip, out) in out.chunks_mut(4 * 56 * 128).enumerate() {
-                self.forward_strip(isa, x, strip * 4, out, &mut scratch);
-            }
+            let mut scratch = [0.0_f32; 14336];
+            __sep::strips_forward(
+                isa,
+                &Self::__STRIPS,
+                &self.strip_weights(),
+                x.as_flattened().as_flattened(),
+                out.as_flattened_mut().as_flattened_mut(),
+                &mut scratch,
+            );
         }
-        /// Both stages for the strip of output rows from `r0` (`out` holds those rows): per block
-        /// of channels, the strip's depthwise output goes to `scratch` (on the stack, sized for
-        /// the cache), and the pointwise microkernel adds its contribution to `out`.
-        fn forward_strip(
-            &self,
-            isa: __sep::Isa,
-            x: &[[[f32; 64]; 112]; 112],
-            r0: usize,
-            out: &mut [f32],
-            scratch: &mut [[f32; 64]; 224],
-        ) {
-            let pixels = out.len() / 128;
-            let r1 = r0 + pixels / 56;
-            let bias: &[f32] = &self.pointwise_bias[..];
-            for kb in 0..1 {
-                let strip = &mut scratch[..pixels];
-                self.depthwise_block(isa, x, r0, r1, kb, strip);
-                __sep::activate_all(
-                    isa,
-                    ::separable::Activation::Relu,
-                    strip.as_flattened_mut(),
-                );
-                let block = __sep::PointwiseBlock {
-                    a: strip.as_flattened(),
-                    pixels,
-                    k0: kb * 64,
-                    kb: 64,
-                    k: 64,
-                    n: 128,
-                    packed: &self.pointwise_weight[..],
-                };
-                let init = if kb == 0 {
-                    ::core::option::Option::Some(bias)
-                } else {
-                    ::core::option::Option::None
-                };
-                __sep::pointwise_block(isa, &block, init, out);
-            }
-            __sep::activate_all(isa, ::separable::Activation::Relu, out);
-        }
-        /// The depthwise stage alone, over the same strips and blocks as `forward_strip`.
+        /// The depthwise stage alone, over the same strips and blocks as `forward_strips`.
         fn depthwise_strips(
             &self,
             isa: __sep::Isa,
             x: &[[[f32; 64]; 112]; 112],
             out: &mut [[[f32; 64]; 56]; 56],
         ) {
-            let mut scratch = [[0.0_f32; 64]; 224];
-            for r0 in (0..56).step_by(4) {
-                let r1 = (r0 + 4).min(56);
-                let pixels = (r1 - r0) * 56;
-                let rows = &mut out[r0..r1];
-                for kb in 0..1 {
-                    let strip = &mut scratch[..pixels];
-                    self.depthwise_block(isa, x, r0, r1, kb, strip);
-                    __sep::activate_all(
-                        isa,
-                        ::separable::Activation::Relu,
-                        strip.as_flattened_mut(),
-                    );
-                    __sep::scatter(
-                        isa,
-                        strip.as_flattened(),
-                        rows.as_flattened_mut().as_flattened_mut(),
-                        64,
-                        64,
-                        kb * 64,
-                    );
-                }
-            }
+            let mut scratch = [0.0_f32; 14336];
+            __sep::strips_depthwise(
+                isa,
+                &Self::__STRIPS,
+                &self.strip_weights(),
+                x.as_flattened().as_flattened(),
+                out.as_flattened_mut().as_flattened_mut(),
+                &mut scratch,
+            );
         }
         /// The pointwise stage alone, over strips of rows of the depthwise output.
         fn pointwise_strips(
@@ -387,97 +373,13 @@ const _: () = {
             y: &[[[f32; 64]; 56]; 56],
             out: &mut [[[f32; 128]; 56]; 56],
         ) {
-            let y = y.as_flattened().as_flattened();
-            let out = out.as_flattened_mut().as_flattened_mut();
-            let bias: &[f32] = &self.pointwise_bias[..];
-            for r0 in (0..56).step_by(4) {
-                let r1 = (r0 + 4).min(56);
-                let block = __sep::PointwiseBlock {
-                    a: &y[r0 * 56 * 64..r1 * 56 * 64],
-                    pixels: (r1 - r0) * 56,
-                    k0: 0,
-                    kb: 64,
-                    k: 64,
-                    n: 128,
-                    packed: &self.pointwise_weight[..],
-                };
-                let out = &mut out[r0 * 56 * 128..r1 * 56 * 128];
-                __sep::pointwise_block(
-                    isa,
-                    &block,
-                    ::core::option::Option::Some(bias),
-                    out,
-                );
-                __sep::activate_all(isa, ::separable::Activation::Relu, out);
-            }
-        }
-        /// The depthwise stage (without activation) of output rows `r0..r1` and channel block
-        /// `kb` into `out`, one entry per pixel of those rows.
-        fn depthwise_block(
-            &self,
-            isa: __sep::Isa,
-            x: &[[[f32; 64]; 112]; 112],
-            r0: usize,
-            r1: usize,
-            kb: usize,
-            out: &mut [[f32; 64]],
-        ) {
-            const GEOMETRY: __sep::DepthwiseGeometry = __sep::DepthwiseGeometry {
-                input: [112, 112, 64],
-                multiplier: 1,
-                block: 64,
-                kernel: [3, 3],
-                stride: [2, 2],
-                dilation: [1, 1],
-                padding: [0, 0],
-            };
-            let w = self.depthwise_weight.as_flattened().as_flattened();
-            let x = x.as_flattened().as_flattened();
-            __sep::fill(
+            __sep::strips_pointwise(
                 isa,
-                out.as_flattened_mut(),
-                &*__sep::channels::<_, 64, 64>(&*self.depthwise_bias, kb),
+                &Self::__STRIPS,
+                &self.strip_weights(),
+                y.as_flattened().as_flattened(),
+                out.as_flattened_mut().as_flattened_mut(),
             );
-            for oh in r0.max(0)..r1.min(55) {
-                let row = (oh - r0) * 56;
-                __sep::depthwise_run(
-                    isa,
-                    &GEOMETRY,
-                    x,
-                    [oh * 2, 0],
-                    kb,
-                    w,
-                    out[row + 0..row + 55].as_flattened_mut(),
-                );
-            }
-            for oh in r0..r1 {
-                let (left, right) = if (0..55).contains(&oh) {
-                    (0, 55)
-                } else {
-                    (56, 56)
-                };
-                let row = (oh - r0) * 56;
-                __sep::depthwise_border(
-                    isa,
-                    &GEOMETRY,
-                    x,
-                    oh,
-                    0..left,
-                    kb,
-                    w,
-                    out[row..row + left].as_flattened_mut(),
-                );
-                __sep::depthwise_border(
-                    isa,
-                    &GEOMETRY,
-                    x,
-                    oh,
-                    right..56,
-                    kb,
-                    w,
-                    out[row + right..row + 56].as_flattened_mut(),
-                );
-            }
         }
     }
     impl ::separable::Layer for Block2 {

@@ -1,0 +1,448 @@
+//! The loops of generated layers too large to unroll: output rows in strips, channels in
+//! blocks, each block's depthwise output kept in a small scratch buffer that the pointwise
+//! microkernel reads straight away.
+//!
+//! A layer's sizes arrive as a [`StripPlan`] constant that `separable_conv!` writes from its
+//! shape arithmetic; the loops themselves are compiled here, once per element type, so that a
+//! generated layer costs its user's build only a few calls. Their work is in the kernels they
+//! call ([`crate::dw`], [`crate::gemm`], [`crate::passes`]), which are compiled for literal sizes
+//! where those pay.
+
+use separable_shape::Activation;
+
+use crate::dw::{self, DepthwiseKernels, Geometry};
+use crate::gemm::{self, Block, Isa, Microkernels};
+use crate::passes::{self, Passes};
+
+/// How a layer's output is cut into strips of rows and blocks of channels, and where its
+/// windows lie wholly inside the input. Generated code writes one as a constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StripPlan {
+    /// The depthwise stage; its `block` is the channel block of every strip.
+    pub geometry: Geometry,
+    /// `[OH, OW, N]` of the output.
+    pub output: [usize; 3],
+    /// Output rows per strip.
+    pub rows: usize,
+    /// `[first, end)` of the output rows whose windows have every row tap inside the input.
+    pub interior_rows: [usize; 2],
+    /// `[first, end)` of the output columns whose windows have every column tap inside the
+    /// input.
+    pub interior_cols: [usize; 2],
+    /// The activations after the depthwise and after the pointwise stage.
+    pub activations: [Activation; 2],
+}
+
+/// The weights of a layer as [`StripPlan`]'s loops read them.
+#[derive(Clone, Copy, Debug)]
+pub struct StripWeights<'a, T> {
+    /// Depthwise weights `[kh][kw][c·M + m]`.
+    pub depthwise: &'a [T],
+    /// Depthwise bias, `C·M` values, if any.
+    pub depthwise_bias: Option<&'a [T]>,
+    /// Pointwise weights packed in panels (see [`crate::gemm::pack`]).
+    pub pointwise: &'a [T],
+    /// Pointwise bias, `N` values, if any.
+    pub pointwise_bias: Option<&'a [T]>,
+}
+
+impl StripPlan {
+    /// `C·M`, the depthwise channels.
+    fn depthwise_channels(&self) -> usize {
+        self.geometry.input[2] * self.geometry.multiplier
+    }
+
+    /// Elements of the scratch buffer the loops need: a strip of depthwise outputs, `rows x OW`
+    /// pixels of one channel block.
+    #[must_use]
+    pub const fn scratch_len(&self) -> usize {
+        self.rows * self.output[1] * self.geometry.block
+    }
+
+    /// Asserts what every loop relies on: whole channel blocks, non-empty strips, interior
+    /// ranges inside the output, and a scratch buffer of [`Self::scratch_len`].
+    fn check(&self, scratch: usize) {
+        let [oh, ow, _] = self.output;
+        let kc = self.geometry.block;
+        assert!(
+            kc > 0 && self.depthwise_channels().is_multiple_of(kc),
+            "the channel block does not divide the depthwise channels"
+        );
+        assert!(self.rows > 0, "empty strips");
+        let [r0, r1] = self.interior_rows;
+        let [c0, c1] = self.interior_cols;
+        assert!(r0 <= r1 && r1 <= oh, "interior rows outside the output");
+        assert!(c0 <= c1 && c1 <= ow, "interior columns outside the output");
+        assert!(scratch >= self.scratch_len(), "scratch is too short");
+    }
+}
+
+/// Element types whose strip loops are compiled in this crate.
+pub trait StripLoops: DepthwiseKernels + Microkernels + Passes {
+    /// See [`forward_strip`].
+    #[allow(clippy::too_many_arguments)] // the plan, the layer, its buffers and the strip
+    fn forward_strip(
+        isa: Isa,
+        plan: &StripPlan,
+        weights: &StripWeights<'_, Self>,
+        x: &[Self],
+        strip: usize,
+        out: &mut [Self],
+        scratch: &mut [Self],
+    );
+    /// See [`depthwise`].
+    fn depthwise(
+        isa: Isa,
+        plan: &StripPlan,
+        weights: &StripWeights<'_, Self>,
+        x: &[Self],
+        out: &mut [Self],
+        scratch: &mut [Self],
+    );
+    /// See [`pointwise`].
+    fn pointwise(
+        isa: Isa,
+        plan: &StripPlan,
+        weights: &StripWeights<'_, Self>,
+        y: &[Self],
+        out: &mut [Self],
+    );
+}
+
+/// Both stages: [`forward_strip`] over every strip of `out` (`OH x OW x N`, HWC).
+///
+/// # Panics
+/// If `isa` is not supported by this CPU, or a buffer or the plan does not match the layer
+/// (generated code never does this).
+#[inline]
+pub fn forward<T: StripLoops>(
+    isa: Isa,
+    plan: &StripPlan,
+    weights: &StripWeights<'_, T>,
+    x: &[T],
+    out: &mut [T],
+    scratch: &mut [T],
+) {
+    let [oh, ow, n] = plan.output;
+    assert_eq!(Some(out.len()), oh.checked_mul(ow * n), "output length");
+    for (strip, out) in out.chunks_mut(plan.rows * ow * n).enumerate() {
+        T::forward_strip(isa, plan, weights, x, strip, out, scratch);
+    }
+}
+
+/// Both stages for strip `strip`, the output rows from `strip * rows` that `out` holds: per
+/// channel block, the strip's depthwise output goes to `scratch`, and the pointwise microkernel
+/// adds its contribution to `out`. Strips are independent, so threads can share them out.
+///
+/// # Panics
+/// If `isa` is not supported by this CPU, `out` is not whole rows inside the output, or a
+/// buffer or the plan does not match the layer (generated code never does this).
+#[inline]
+pub fn forward_strip<T: StripLoops>(
+    isa: Isa,
+    plan: &StripPlan,
+    weights: &StripWeights<'_, T>,
+    x: &[T],
+    strip: usize,
+    out: &mut [T],
+    scratch: &mut [T],
+) {
+    T::forward_strip(isa, plan, weights, x, strip, out, scratch);
+}
+
+/// The depthwise stage alone (with its bias and activation) into `out` (`OH x OW x C·M`), over
+/// the same strips and blocks as [`forward`].
+///
+/// # Panics
+/// As [`forward`].
+#[inline]
+pub fn depthwise<T: StripLoops>(
+    isa: Isa,
+    plan: &StripPlan,
+    weights: &StripWeights<'_, T>,
+    x: &[T],
+    out: &mut [T],
+    scratch: &mut [T],
+) {
+    T::depthwise(isa, plan, weights, x, out, scratch);
+}
+
+/// The pointwise stage alone (with its bias and activation) from a depthwise output `y`
+/// (`OH x OW x C·M`) into `out`, a strip of rows at a time.
+///
+/// # Panics
+/// As [`forward`].
+#[inline]
+pub fn pointwise<T: StripLoops>(
+    isa: Isa,
+    plan: &StripPlan,
+    weights: &StripWeights<'_, T>,
+    y: &[T],
+    out: &mut [T],
+) {
+    T::pointwise(isa, plan, weights, y, out);
+}
+
+#[allow(clippy::too_many_arguments)] // as `forward_strip`
+fn forward_strip_loop<T: StripLoops>(
+    isa: Isa,
+    plan: &StripPlan,
+    weights: &StripWeights<'_, T>,
+    x: &[T],
+    strip: usize,
+    out: &mut [T],
+    scratch: &mut [T],
+) {
+    plan.check(scratch.len());
+    let [oh, ow, n] = plan.output;
+    let (kc, cm) = (plan.geometry.block, plan.depthwise_channels());
+    let r0 = strip * plan.rows;
+    assert!(
+        out.len().is_multiple_of(ow * n),
+        "the strip is not whole rows"
+    );
+    let r1 = r0 + out.len() / (ow * n);
+    assert!(
+        r1 - r0 <= plan.rows && r1 <= oh,
+        "the strip is outside the output"
+    );
+    let pixels = (r1 - r0) * ow;
+    let bias = weights.pointwise_bias.unwrap_or(&[]);
+    for kb in 0..cm / kc {
+        let strip = &mut scratch[..pixels * kc];
+        depthwise_block(isa, plan, weights, x, [r0, r1], kb, strip);
+        passes::activate_all(isa, plan.activations[0], strip);
+        let block = Block {
+            a: strip,
+            pixels,
+            k0: kb * kc,
+            kb: kc,
+            k: cm,
+            n,
+            packed: weights.pointwise,
+        };
+        gemm::pointwise_block(isa, &block, (kb == 0).then_some(bias), out);
+    }
+    passes::activate_all(isa, plan.activations[1], out);
+}
+
+fn depthwise_loop<T: StripLoops>(
+    isa: Isa,
+    plan: &StripPlan,
+    weights: &StripWeights<'_, T>,
+    x: &[T],
+    out: &mut [T],
+    scratch: &mut [T],
+) {
+    plan.check(scratch.len());
+    let [oh, ow, _] = plan.output;
+    let (kc, cm) = (plan.geometry.block, plan.depthwise_channels());
+    assert_eq!(Some(out.len()), oh.checked_mul(ow * cm), "output length");
+    for r0 in (0..oh).step_by(plan.rows) {
+        let r1 = (r0 + plan.rows).min(oh);
+        let pixels = (r1 - r0) * ow;
+        let rows = &mut out[r0 * ow * cm..r1 * ow * cm];
+        for kb in 0..cm / kc {
+            let strip = &mut scratch[..pixels * kc];
+            depthwise_block(isa, plan, weights, x, [r0, r1], kb, strip);
+            passes::activate_all(isa, plan.activations[0], strip);
+            passes::scatter(isa, strip, rows, kc, cm, kb * kc);
+        }
+    }
+}
+
+fn pointwise_loop<T: StripLoops>(
+    isa: Isa,
+    plan: &StripPlan,
+    weights: &StripWeights<'_, T>,
+    y: &[T],
+    out: &mut [T],
+) {
+    plan.check(plan.scratch_len());
+    let [oh, ow, n] = plan.output;
+    let cm = plan.depthwise_channels();
+    assert_eq!(Some(y.len()), oh.checked_mul(ow * cm), "depthwise length");
+    assert_eq!(Some(out.len()), oh.checked_mul(ow * n), "output length");
+    let bias = weights.pointwise_bias.unwrap_or(&[]);
+    for r0 in (0..oh).step_by(plan.rows) {
+        let r1 = (r0 + plan.rows).min(oh);
+        let block = Block {
+            a: &y[r0 * ow * cm..r1 * ow * cm],
+            pixels: (r1 - r0) * ow,
+            k0: 0,
+            kb: cm,
+            k: cm,
+            n,
+            packed: weights.pointwise,
+        };
+        let out = &mut out[r0 * ow * n..r1 * ow * n];
+        gemm::pointwise_block(isa, &block, Some(bias), out);
+        passes::activate_all(isa, plan.activations[1], out);
+    }
+}
+
+/// The depthwise stage (without activation) of output rows `rows` and channel block `kb` into
+/// `out`, one block per pixel of those rows: the bias, then per row one run over the interior
+/// and the border pixels on either side of it.
+fn depthwise_block<T: StripLoops>(
+    isa: Isa,
+    plan: &StripPlan,
+    weights: &StripWeights<'_, T>,
+    x: &[T],
+    [r0, r1]: [usize; 2],
+    kb: usize,
+    out: &mut [T],
+) {
+    let g = &plan.geometry;
+    let kc = g.block;
+    let [oh, ow, _] = plan.output;
+    let w = weights.depthwise;
+    match weights.depthwise_bias {
+        Some(bias) => passes::fill(isa, out, &bias[kb * kc..][..kc]),
+        None => out.fill(T::ZERO),
+    }
+    let [ir0, ir1] = plan.interior_rows;
+    let [ic0, ic1] = plan.interior_cols;
+    let has_interior = ir0 < ir1 && ic0 < ic1;
+    if has_interior {
+        // Every tap of these windows is inside the input, so the subtractions cannot wrap.
+        let col0 = ic0 * g.stride[1] - g.padding[1];
+        for oh in r0.max(ir0)..r1.min(ir1) {
+            let row = (oh - r0) * ow;
+            let origin = [oh * g.stride[0] - g.padding[0], col0];
+            let run = &mut out[(row + ic0) * kc..(row + ic1) * kc];
+            dw::depthwise_run(isa, g, x, origin, kb, w, run);
+        }
+    }
+    if has_interior && ir1 - ir0 == oh && ic1 - ic0 == ow {
+        return;
+    }
+    // Border: pixels whose window overlaps the padding, with the taps inside the input.
+    for oh in r0..r1 {
+        let (left, right) = if has_interior && (ir0..ir1).contains(&oh) {
+            (ic0, ic1)
+        } else {
+            (ow, ow)
+        };
+        let row = (oh - r0) * ow;
+        let (head, rest) = out[row * kc..(row + ow) * kc].split_at_mut(left * kc);
+        dw::depthwise_border(isa, g, x, oh, 0..left, kb, w, head);
+        let tail = &mut rest[(right - left) * kc..];
+        dw::depthwise_border(isa, g, x, oh, right..ow, kb, w, tail);
+    }
+}
+
+/// `StripLoops` for one element type: the generic loops, compiled here.
+macro_rules! strip_loops {
+    ($($t:ty),*) => {$(
+        impl StripLoops for $t {
+            #[allow(clippy::too_many_arguments)]
+            fn forward_strip(
+                isa: Isa,
+                plan: &StripPlan,
+                weights: &StripWeights<'_, $t>,
+                x: &[$t],
+                strip: usize,
+                out: &mut [$t],
+                scratch: &mut [$t],
+            ) {
+                forward_strip_loop(isa, plan, weights, x, strip, out, scratch);
+            }
+            fn depthwise(
+                isa: Isa,
+                plan: &StripPlan,
+                weights: &StripWeights<'_, $t>,
+                x: &[$t],
+                out: &mut [$t],
+                scratch: &mut [$t],
+            ) {
+                depthwise_loop(isa, plan, weights, x, out, scratch);
+            }
+            fn pointwise(
+                isa: Isa,
+                plan: &StripPlan,
+                weights: &StripWeights<'_, $t>,
+                y: &[$t],
+                out: &mut [$t],
+            ) {
+                pointwise_loop(isa, plan, weights, y, out);
+            }
+        }
+    )*};
+}
+
+strip_loops!(f32, f64);
+
+#[cfg(test)]
+mod tests {
+    use std::{vec, vec::Vec};
+
+    use super::*;
+
+    /// A 4 x 4 x 8 -> 4 x 4 x 2 layer, 3 x 3 `same`, in strips of 2 rows and blocks of 4.
+    const PLAN: StripPlan = StripPlan {
+        geometry: Geometry {
+            input: [4, 4, 8],
+            multiplier: 1,
+            block: 4,
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            padding: [1, 1],
+        },
+        output: [4, 4, 2],
+        rows: 2,
+        interior_rows: [1, 3],
+        interior_cols: [1, 3],
+        activations: [Activation::None, Activation::Relu],
+    };
+
+    fn run(plan: &StripPlan, scratch: usize) -> Vec<f32> {
+        let x = vec![1.0; 4 * 4 * 8];
+        let dw = vec![1.0; 9 * 8];
+        let pw = vec![1.0; gemm::packed_len(8, 2)];
+        let weights = StripWeights {
+            depthwise: &dw,
+            depthwise_bias: None,
+            pointwise: &pw,
+            pointwise_bias: None,
+        };
+        let mut out = vec![0.0; 4 * 4 * 2];
+        let mut scratch = vec![0.0; scratch];
+        forward(Isa::Portable, plan, &weights, &x, &mut out, &mut scratch);
+        out
+    }
+
+    #[test]
+    fn all_ones_count_the_taps_inside_the_input() {
+        let out = run(&PLAN, PLAN.scratch_len());
+        // Each output channel sums 8 depthwise channels, each the count of in-bounds taps.
+        let taps = |i: usize| if i == 0 || i == 3 { 2.0 } else { 3.0 };
+        for (p, pixel) in out.chunks(2).enumerate() {
+            let expected = 8.0 * taps(p / 4) * taps(p % 4);
+            assert_eq!(pixel, [expected, expected], "pixel {p}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "scratch is too short")]
+    fn a_short_scratch_is_rejected() {
+        run(&PLAN, PLAN.scratch_len() - 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "the channel block does not divide")]
+    fn a_block_that_does_not_divide_the_channels_is_rejected() {
+        let mut plan = PLAN;
+        plan.geometry.block = 3;
+        run(&plan, 64);
+    }
+
+    #[test]
+    #[should_panic(expected = "interior rows outside the output")]
+    fn an_interior_outside_the_output_is_rejected() {
+        let mut plan = PLAN;
+        plan.interior_rows = [1, 5];
+        run(&plan, PLAN.scratch_len());
+    }
+}
