@@ -26,11 +26,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The largest accepted ratio of the generated network's rebuild time to the reference one's.
 ///
-/// Measured: 3 to 3.5 on two shared cores (1.5 to 2.3 s against 0.4 to 0.75 s). The kernels are
-/// compiled once in `separable-runtime`, so each generated layer type costs only its loops over
-/// strips, rows and channel blocks; the reference crate's rebuild is mostly the fixed cost of
-/// compiling and linking a binary. The bound leaves room for the machine's noise.
-const BUDGET: f64 = 6.0;
+/// Measured: 2.1 on two shared cores (0.77 to 1.0 s against 0.37 to 0.5 s). A generated strip
+/// layer is a constant plan and a few calls into `separable-runtime`, whose kernels and loops
+/// are compiled there once; what remains is the layer's own methods and its weights' types.
+/// The reference crate's rebuild is mostly the fixed cost of compiling and linking a binary.
+/// The bound leaves room for the machine's noise.
+const BUDGET: f64 = 4.0;
 
 /// Timed rebuilds of each crate; the fastest counts.
 const RUNS: usize = 2;

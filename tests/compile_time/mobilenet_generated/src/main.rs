@@ -32,19 +32,21 @@ separable_conv! {
     pub struct Block13 { input: 7 x 7 x 1024, output: 1024, padding: same, bias: both, activation: relu }
 }
 
-/// Weights of `L` from a counter: the same for every build.
+/// `len` weights from a counter: the same for every build (as in `../mobilenet_reference`).
+fn fill(len: usize, k: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7 + k + seed) % 13) as f32 / 64.0 - 0.1)
+        .collect()
+}
+
+/// Layer `L` with weights from [`fill`], sized by its shape constants.
 fn layer<L: Layer<Elem = f32>>(seed: usize) -> Result<L, separable::Error> {
-    let weights = L::zeroed().to_pytorch();
-    let fill = |v: &[f32], k: usize| -> Vec<f32> {
-        (0..v.len())
-            .map(|i| ((i * 7 + k + seed) % 13) as f32 / 64.0 - 0.1)
-            .collect()
-    };
-    let dw = fill(&weights.depthwise_weight, 0);
-    let db = weights.depthwise_bias.as_deref().map(|b| fill(b, 1));
-    let pw = fill(&weights.pointwise_weight, 2);
-    let pb = weights.pointwise_bias.as_deref().map(|b| fill(b, 3));
-    L::from_pytorch(&dw, db.as_deref(), &pw, pb.as_deref())
+    let shape = L::SHAPE;
+    let c = shape.depthwise[2];
+    let n = shape.output[2];
+    let (dw, db) = (fill(shape.depthwise_weights, 0, seed), fill(c, 1, seed));
+    let (pw, pb) = (fill(shape.pointwise_weights, 2, seed), fill(n, 3, seed));
+    L::from_pytorch(&dw, Some(&db), &pw, Some(&pb))
 }
 
 fn main() -> Result<(), separable::Error> {
