@@ -129,19 +129,6 @@ impl<A> core::ops::DerefMut for Aligned<A> {
     }
 }
 
-/// A cache-line-aligned heap allocation of `A` with every bit zero, built without passing
-/// through the stack, so that a MobileNet-size tensor or weight array (megabytes) works in a
-/// small thread stack.
-#[cfg(feature = "alloc")]
-#[must_use]
-pub fn zeroed_box<A: Zeroable>() -> alloc::boxed::Box<Aligned<A>> {
-    let boxed = alloc::boxed::Box::<Aligned<A>>::new_zeroed();
-    // SAFETY: `Zeroable` is sealed and implemented only for `f32`, `f64` and arrays of
-    // `Zeroable`; for all of them the all-zero bit pattern is a valid value (`0.0`), and so it
-    // is for `Aligned<A>`, which holds only an `A` (its padding bytes need no value).
-    unsafe { boxed.assume_init() }
-}
-
 /// Types whose all-zero bit pattern is a valid value: `f32`, `f64` and nested arrays of them.
 pub trait Zeroable: zeroable::Sealed {}
 impl<T: Element> Zeroable for T {}
@@ -179,16 +166,5 @@ mod tests {
         activate(Activation::Relu, &mut a);
         assert!(a[0].is_nan());
         assert_eq!(&a[1..], &[0.0, 7.0]);
-    }
-
-    #[test]
-    #[cfg(feature = "alloc")]
-    fn zeroed_box_is_zero_and_does_not_touch_the_stack() {
-        // 16 MiB: far larger than a test thread's stack.
-        let big = zeroed_box::<[[f32; 1024]; 4096]>();
-        assert!(big.iter().flatten().all(|&v| v.to_bits() == 0));
-        assert_eq!(big.as_ptr().addr() % 64, 0, "not aligned to a cache line");
-        let empty = zeroed_box::<[f64; 0]>();
-        assert!(empty.is_empty());
     }
 }

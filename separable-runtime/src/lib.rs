@@ -64,8 +64,6 @@ pub mod __private {
         Block as PointwiseBlock, Isa, Kernel, dispatch, dispatch_as, pointwise_block,
     };
     pub use crate::kernel::Aligned;
-    #[cfg(feature = "alloc")]
-    pub use crate::kernel::zeroed_box;
     pub use crate::kernel::{
         activate, activate_slice, channels, channels_mut, depthwise_tap, depthwise_tap_multiplier,
         pointwise_pixel, tap_range,

@@ -12,34 +12,36 @@ use crate::kernel::{Aligned, Zeroable};
 /// `alloc` feature, so megabyte-size tensors and weights never pass through the stack, and
 /// inline (in the struct that holds it) without. The elements of a `Tensor`.
 ///
-/// On the heap, every array type shares one non-generic buffer ([`Heap`]): a layer's or a
-/// tensor's type adds only pointer casts to its user's build, not an allocation, copy and drop
-/// of its own. Cloning copies the array, on the heap straight into the new allocation.
-pub struct Owned<A> {
-    #[cfg(feature = "alloc")]
-    heap: Heap,
-    #[cfg(feature = "alloc")]
-    array: core::marker::PhantomData<A>,
-    #[cfg(not(feature = "alloc"))]
-    array: Aligned<A>,
-}
+/// On the heap it is a `Box`, whose pointer the compiler knows to be aligned, dereferenceable
+/// and unaliased, but allocated and copied by the non-generic functions of [`heap`]: an array
+/// type adds to its user's build a cast and a `Box` drop, not an allocation path of its own.
+/// Cloning copies the array, on the heap straight into the new allocation.
+pub struct Owned<A>(
+    #[cfg(feature = "alloc")] alloc::boxed::Box<Aligned<A>>,
+    #[cfg(not(feature = "alloc"))] Aligned<A>,
+);
 
 impl<A: Zeroable> Owned<A> {
     /// Every element zero.
     #[must_use]
     pub fn zeroed() -> Self {
         #[cfg(feature = "alloc")]
-        return Owned {
-            heap: Heap::zeroed(Layout::new::<Aligned<A>>()),
-            array: core::marker::PhantomData,
+        // SAFETY: `heap::allocate` returns memory from the global allocator with the layout of
+        // `Aligned<A>` (or, for a zero size, a dangling pointer with its alignment), as
+        // `Box::from_raw` requires. Every byte is zero, a valid `Aligned<A>`: `Zeroable` is
+        // sealed and implemented only for `f32`, `f64` and nested arrays of them, for which
+        // all-zero bits are `0.0`, and `Aligned<A>` holds only an `A`.
+        let array = unsafe {
+            alloc::boxed::Box::from_raw(
+                heap::allocate(Layout::new::<Aligned<A>>(), true)
+                    .cast::<Aligned<A>>()
+                    .as_ptr(),
+            )
         };
         #[cfg(not(feature = "alloc"))]
-        // SAFETY: `Zeroable` is sealed and implemented only for `f32`, `f64` and nested
-        // arrays of them, for which every bit zero is a valid value (`0.0`); `Aligned<A>`
-        // holds only an `A` (its padding needs no value).
-        Owned {
-            array: unsafe { core::mem::MaybeUninit::<Aligned<A>>::zeroed().assume_init() },
-        }
+        // SAFETY: as above, all-zero bits are a valid `Aligned<A>`.
+        let array = unsafe { core::mem::MaybeUninit::<Aligned<A>>::zeroed().assume_init() };
+        Owned(array)
     }
 }
 
@@ -47,98 +49,43 @@ impl<A: Zeroable + Copy> Owned<A> {
     /// A copy of `array`, never built on the stack with `alloc`.
     fn copy_of(array: &Aligned<A>) -> Self {
         #[cfg(feature = "alloc")]
-        return Owned {
-            heap: Heap::copy_of((&raw const *array).cast(), Layout::new::<Aligned<A>>()),
-            array: core::marker::PhantomData,
-        };
+        {
+            let layout = Layout::new::<Aligned<A>>();
+            let copy = heap::allocate(layout, false);
+            // SAFETY: `array` is valid for reads of `layout.size()` initialised bytes and `copy`
+            // for writes of as many (a zero size reads and writes nothing); they are distinct
+            // allocations. The bytes of an `A: Copy` are a valid `A`, and `copy` comes from the
+            // global allocator with `Aligned<A>`'s layout, as `Box::from_raw` requires.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    (&raw const *array).cast::<u8>(),
+                    copy.as_ptr(),
+                    layout.size(),
+                );
+                Owned(alloc::boxed::Box::from_raw(
+                    copy.cast::<Aligned<A>>().as_ptr(),
+                ))
+            }
+        }
         #[cfg(not(feature = "alloc"))]
-        Owned { array: *array }
+        Owned(*array)
     }
 }
 
-impl<A> Deref for Owned<A> {
-    type Target = A;
-
-    #[inline]
-    fn deref(&self) -> &A {
-        #[cfg(feature = "alloc")]
-        // SAFETY: `heap` was allocated with the layout of `Aligned<A>` (`zeroed`, `copy_of`,
-        // `clone`: the only constructors), so it is large and aligned enough for an `A`, which
-        // sits at its start (`repr(C)`). It holds an initialised `A`: all zeros, valid for the
-        // sealed `Zeroable` types, or a copy of one, and it is only written through `&mut A`.
-        // The borrow of `self` keeps it alive and unaliased by writers.
-        return unsafe { self.heap.ptr.cast::<A>().as_ref() };
-        #[cfg(not(feature = "alloc"))]
-        &self.array.0
-    }
-}
-
-impl<A> DerefMut for Owned<A> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut A {
-        #[cfg(feature = "alloc")]
-        // SAFETY: as in `deref`; `&mut self` makes this the only reference to the buffer,
-        // which `Owned` owns alone.
-        return unsafe { self.heap.ptr.cast::<A>().as_mut() };
-        #[cfg(not(feature = "alloc"))]
-        &mut self.array.0
-    }
-}
-
-impl<A: Zeroable + Copy> Clone for Owned<A> {
-    fn clone(&self) -> Self {
-        #[cfg(feature = "alloc")]
-        return Owned {
-            heap: self.heap.clone(),
-            array: core::marker::PhantomData,
-        };
-        #[cfg(not(feature = "alloc"))]
-        Owned { array: self.array }
-    }
-}
-
-/// A heap buffer of one layout, its bytes initialised: the storage of every [`Owned`] array.
+/// The allocation behind every [`Owned`] array, compiled once.
 #[cfg(feature = "alloc")]
-struct Heap {
-    ptr: core::ptr::NonNull<u8>,
-    layout: Layout,
-}
+mod heap {
+    use core::alloc::Layout;
+    use core::num::NonZero;
+    use core::ptr::NonNull;
 
-// SAFETY: a `Heap` owns its buffer alone (no other pointer to it outlives a borrow of the
-// `Heap`), and the buffer holds plain numbers, so it may move to and be shared across threads
-// as the `Owned<A>` around it allows (`PhantomData<A>` carries `A`'s own `Send` and `Sync`).
-#[cfg(feature = "alloc")]
-unsafe impl Send for Heap {}
-// SAFETY: as above; `&Heap` gives only reads.
-#[cfg(feature = "alloc")]
-unsafe impl Sync for Heap {}
-
-#[cfg(feature = "alloc")]
-impl Heap {
-    /// A buffer of `layout`, every byte zero.
-    fn zeroed(layout: Layout) -> Heap {
-        Heap::allocate(layout, true)
-    }
-
-    /// A buffer of `layout` holding a copy of the `layout.size()` bytes at `src`.
-    fn copy_of(src: *const u8, layout: Layout) -> Heap {
-        let heap = Heap::allocate(layout, false);
-        // SAFETY: `src` is valid for reads of `layout.size()` initialised bytes (the caller
-        // passes a live array of this layout), and `heap.ptr` for writes of as many bytes;
-        // they are distinct allocations. A zero size copies nothing from a dangling pointer.
-        unsafe { core::ptr::copy_nonoverlapping(src, heap.ptr.as_ptr(), layout.size()) };
-        heap
-    }
-
-    /// An allocation of `layout` (zeroed or not), or a dangling pointer aligned for it if its
-    /// size is zero; aborts through `handle_alloc_error` if the allocator fails.
-    fn allocate(layout: Layout, zeroed: bool) -> Heap {
+    /// Memory for `layout` from the global allocator, zeroed or not; for a zero size, a
+    /// dangling pointer aligned for `layout` (what `Box` holds for zero-size values). Aborts
+    /// through `handle_alloc_error` if the allocator fails.
+    pub(super) fn allocate(layout: Layout, zeroed: bool) -> NonNull<u8> {
         if layout.size() == 0 {
-            // Aligned to `layout.align()`, never dereferenced for more than zero bytes.
-            let ptr = core::ptr::NonNull::<u8>::without_provenance(
-                core::num::NonZero::new(layout.align()).unwrap_or(core::num::NonZero::<usize>::MIN),
-            );
-            return Heap { ptr, layout };
+            let align = NonZero::new(layout.align()).unwrap_or(NonZero::<usize>::MIN);
+            return NonNull::without_provenance(align);
         }
         // SAFETY: `layout` has a non-zero size, checked above.
         let ptr = unsafe {
@@ -148,28 +95,27 @@ impl Heap {
                 alloc::alloc::alloc(layout)
             }
         };
-        match core::ptr::NonNull::new(ptr) {
-            Some(ptr) => Heap { ptr, layout },
-            None => alloc::alloc::handle_alloc_error(layout),
-        }
+        NonNull::new(ptr).unwrap_or_else(|| alloc::alloc::handle_alloc_error(layout))
     }
 }
 
-#[cfg(feature = "alloc")]
-impl Clone for Heap {
-    fn clone(&self) -> Heap {
-        Heap::copy_of(self.ptr.as_ptr(), self.layout)
+impl<A> Deref for Owned<A> {
+    type Target = A;
+
+    fn deref(&self) -> &A {
+        &self.0.0
     }
 }
 
-#[cfg(feature = "alloc")]
-impl Drop for Heap {
-    fn drop(&mut self) {
-        if self.layout.size() != 0 {
-            // SAFETY: `ptr` came from the global allocator with this `layout` (`allocate`) and
-            // is freed only here, once.
-            unsafe { alloc::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
-        }
+impl<A> DerefMut for Owned<A> {
+    fn deref_mut(&mut self) -> &mut A {
+        &mut self.0.0
+    }
+}
+
+impl<A: Zeroable + Copy> Clone for Owned<A> {
+    fn clone(&self) -> Self {
+        Self::copy_of(&self.0)
     }
 }
 
@@ -302,6 +248,15 @@ mod tests {
         a[4] = 2.5;
         assert_eq!((b[4], a[4]), (1.5, 2.5));
         assert_eq!((&raw const *b).addr() % 64, 0);
+    }
+
+    #[test]
+    #[cfg(feature = "alloc")]
+    fn zeroed_arrays_are_zero_and_do_not_touch_the_stack() {
+        // 16 MiB: far larger than a test thread's stack.
+        let big = Owned::<[[f32; 1024]; 4096]>::zeroed();
+        assert!(big.iter().flatten().all(|&v| v.to_bits() == 0));
+        assert_eq!(big.as_ptr().addr() % 64, 0, "not aligned to a cache line");
     }
 
     #[test]
