@@ -42,17 +42,31 @@ pub fn channels<T, const C: usize, const B: usize>(pixel: &[T; C], index: usize)
 }
 
 /// Applies `activation` to every element of `values`; see [`activate`].
-#[inline]
+#[inline(always)]
 pub fn activate_slice<T: Element>(activation: Activation, values: &mut [T]) {
-    if activation == Activation::None {
-        return;
+    // One flat loop per activation, so each vectorises over consecutive elements.
+    match activation {
+        Activation::None => {}
+        Activation::Relu => values.iter_mut().for_each(|v| *v = relu(*v)),
+        Activation::Relu6 => values.iter_mut().for_each(|v| *v = relu6(*v)),
     }
-    for chunk in values.chunks_mut(16) {
-        for v in chunk {
-            let mut one = [*v];
-            activate(activation, &mut one);
-            *v = one[0];
-        }
+}
+
+/// `max(v, 0)`, keeping NaN.
+#[inline(always)]
+fn relu<T: Element>(v: T) -> T {
+    if v < T::ZERO { T::ZERO } else { v }
+}
+
+/// `min(max(v, 0), 6)`, keeping NaN.
+#[inline(always)]
+fn relu6<T: Element>(v: T) -> T {
+    if v < T::ZERO {
+        T::ZERO
+    } else if v > T::SIX {
+        T::SIX
+    } else {
+        v
     }
 }
 
@@ -86,27 +100,13 @@ pub fn channels_mut<T, const C: usize, const B: usize>(
 }
 
 /// Applies `activation` to every channel in place. NaN stays NaN (unlike `f32::max`).
+///
+/// Every element is stored, clipped or not: a select the compiler vectorises. A store of only
+/// the clipped elements vectorised, in loops over chunks of a longer slice, across the chunks
+/// with gathers and scatters.
 #[inline(always)]
 pub fn activate<T: Element, const C: usize>(activation: Activation, acc: &mut [T; C]) {
-    match activation {
-        Activation::None => {}
-        Activation::Relu => {
-            for a in acc {
-                if *a < T::ZERO {
-                    *a = T::ZERO;
-                }
-            }
-        }
-        Activation::Relu6 => {
-            for a in acc {
-                if *a < T::ZERO {
-                    *a = T::ZERO;
-                } else if *a > T::SIX {
-                    *a = T::SIX;
-                }
-            }
-        }
-    }
+    activate_slice(activation, acc);
 }
 
 /// `A` aligned to a cache line (64 bytes), so vector loads of tensors and weights never

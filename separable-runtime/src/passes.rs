@@ -9,7 +9,7 @@ use separable_shape::Activation;
 
 use crate::Element;
 use crate::gemm::Isa;
-use crate::kernel::activate;
+use crate::kernel::activate_slice;
 
 /// Sets `out`, whole copies of `pattern`, to copies of `pattern`.
 ///
@@ -106,13 +106,7 @@ fn fill_loop<T: Element>(out: &mut [T], pattern: &[T]) {
 
 #[inline(always)]
 fn activate_loop<T: Element>(activation: Activation, values: &mut [T]) {
-    let (chunks, rest) = values.as_chunks_mut::<16>();
-    for chunk in chunks {
-        activate(activation, chunk);
-    }
-    for v in rest {
-        activate(activation, core::array::from_mut(v));
-    }
+    activate_slice(activation, values);
 }
 
 #[inline(always)]
