@@ -40,6 +40,25 @@ pub trait MulAdd: Element {
     /// otherwise.
     #[must_use]
     fn mul_add_if(self, a: Self, b: Self, fused: bool) -> Self;
+
+    /// [`accumulate`] of 8 positions with their sums in one 256-bit register and one fused
+    /// multiply-add per tap, returning `true`; `false` (doing nothing) where this type and
+    /// target have no such code. Written with intrinsics because the compiler, left to itself
+    /// with AVX-512 enabled for the whole build (`-C target-cpu=native`), vectorises across
+    /// blocks with gathers instead, about 2.5 times slower.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    #[inline(always)]
+    unsafe fn accumulate8<const KH: usize, const KW: usize, const P: usize>(
+        block: &mut [Self; 8],
+        plane: &[Self; P],
+        start: usize,
+        taps: &impl Fn(usize, usize) -> (Self, usize),
+    ) -> bool {
+        let _ = (block, plane, start, taps);
+        false
+    }
 }
 
 impl MulAdd for f32 {
@@ -51,6 +70,33 @@ impl MulAdd for f32 {
         }
         let _ = fused;
         self * a + b
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn accumulate8<const KH: usize, const KW: usize, const P: usize>(
+        block: &mut [f32; 8],
+        plane: &[f32; P],
+        start: usize,
+        taps: &impl Fn(usize, usize) -> (f32, usize),
+    ) -> bool {
+        use core::arch::x86_64::{
+            _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_storeu_ps,
+        };
+        // SAFETY: the caller's contract: this CPU supports AVX2 and FMA. Every load and store
+        // is of 8 `f32` from a slice of 8 (`block`, and `plane` sliced with bounds checks).
+        unsafe {
+            let mut acc = _mm256_loadu_ps(block.as_ptr());
+            for kh in 0..KH {
+                for kw in 0..KW {
+                    let (wv, offset) = taps(kh, kw);
+                    let x = &plane[start + offset..][..8];
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr()), _mm256_set1_ps(wv), acc);
+                }
+            }
+            _mm256_storeu_ps(block.as_mut_ptr(), acc);
+        }
+        true
     }
 }
 
@@ -220,6 +266,7 @@ fn depthwise_runs<
         assert!(C > 0 && CM.is_multiple_of(C), "C must divide C·M");
         assert!(L.is_multiple_of(LANES), "runs must be whole vectors");
     };
+    assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
     let m = CM / C;
     let mut planes = [[T::ZERO; P]; C];
     let origin = g.pad[0] * g.row_stride + g.pad[1];
@@ -307,6 +354,18 @@ fn accumulate<T: MulAdd, const KH: usize, const KW: usize, const P: usize, const
     taps: &impl Fn(usize, usize) -> (T, usize),
     fused: bool,
 ) {
+    // With FMA (hence AVX2), `fused` and `std`, 8 positions take the vector code, which rounds
+    // as `mul_add` does.
+    #[cfg(feature = "std")]
+    if V == 8
+        && fused
+        && let Ok(block) = <&mut [T; 8]>::try_from(&mut block[..])
+        // SAFETY: `fused` is set only for `Isa::Avx2` and `Isa::Avx512` (`fuses`), and
+        // `depthwise_runs` asserted that this CPU supports the one it was given.
+        && unsafe { T::accumulate8::<KH, KW, P>(block, plane, start, taps) }
+    {
+        return;
+    }
     let mut acc = *block;
     for kh in 0..KH {
         for kw in 0..KW {
