@@ -610,18 +610,22 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
                 let x = input.as_array().as_flattened().as_flattened();
                 let weights = self.strip_weights();
                 let out = output.as_array_mut().as_flattened_mut().as_flattened_mut();
-                __sep::for_each_chunk(out, #chunk, |strip, out| {
-                    let mut scratch = [#zero; #scratch_len];
-                    __sep::strips_forward_strip(
-                        isa,
-                        &Self::__STRIPS,
-                        &weights,
-                        x,
-                        strip,
-                        out,
-                        &mut scratch,
-                    );
-                });
+                __sep::for_each_chunk_with(
+                    out,
+                    #chunk,
+                    || [#zero; #scratch_len],
+                    |scratch, strip, out| {
+                        __sep::strips_forward_strip(
+                            isa,
+                            &Self::__STRIPS,
+                            &weights,
+                            x,
+                            strip,
+                            out,
+                            scratch,
+                        );
+                    },
+                );
             }
         }
     };

@@ -75,7 +75,7 @@ pub mod __private {
     pub use crate::import::SafetensorsFile;
     #[cfg(feature = "alloc")]
     pub use crate::layer::{net_load_block, net_safetensors_file};
-    pub use crate::parallel::for_each_chunk;
+    pub use crate::parallel::for_each_chunk_with;
     pub use crate::planar::{
         Planes, Weights as PlanarWeights, depthwise as planar_depthwise, forward as planar_forward,
         isa as planar_isa,

@@ -228,11 +228,11 @@ const _: () = {
             let x = input.as_array().as_flattened().as_flattened();
             let weights = self.strip_weights();
             let out = output.as_array_mut().as_flattened_mut().as_flattened_mut();
-            __sep::for_each_chunk(
+            __sep::for_each_chunk_with(
                 out,
                 28672,
-                |strip, out| {
-                    let mut scratch = [0.0_f32; 14336];
+                || [0.0_f32; 14336],
+                |scratch, strip, out| {
                     __sep::strips_forward_strip(
                         isa,
                         &Self::__STRIPS,
@@ -240,7 +240,7 @@ const _: () = {
                         x,
                         strip,
                         out,
-                        &mut scratch,
+                        scratch,
                     );
                 },
             );
