@@ -423,7 +423,7 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             quote!(::core::option::Option::Some(&*self.depthwise_bias)),
             quote!(::core::option::Option::Some(&mut *self.depthwise_bias)),
             quote!(::core::option::Option::Some(&self.depthwise_bias[..])),
-            quote!(::core::option::Option::Some(&mut layer.depthwise_bias[..])),
+            quote!(::core::option::Option::Some(&mut dw_bias_array[..])),
         )
     } else {
         let none = quote!(::core::option::Option::None);
@@ -434,12 +434,21 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             quote!(::core::option::Option::Some(&*self.pointwise_bias)),
             quote!(::core::option::Option::Some(&mut *self.pointwise_bias)),
             quote!(::core::option::Option::Some(&self.pointwise_bias[..])),
-            quote!(::core::option::Option::Some(&mut layer.pointwise_bias[..])),
+            quote!(::core::option::Option::Some(&mut pw_bias_array[..])),
         )
     } else {
         let none = quote!(::core::option::Option::None);
         (none.clone(), none.clone(), none.clone(), none)
     };
+    let pw = ctx.array(&[shape.pointwise_packed]);
+    let new_dw_bias =
+        has_dw_bias.then(|| quote!(let mut dw_bias_array = __sep::Owned::<#dw_bias_ty>::zeroed();));
+    let new_pw_bias =
+        has_pw_bias.then(|| quote!(let mut pw_bias_array = __sep::Owned::<#pw_bias_ty>::zeroed();));
+    let store_dw_bias =
+        has_dw_bias.then(|| quote!(depthwise_bias: __sep::Storage::from_owned(dw_bias_array),));
+    let store_pw_bias =
+        has_pw_bias.then(|| quote!(pointwise_bias: __sep::Storage::from_owned(pw_bias_array),));
     let context = format!("{}::from_pytorch", header.name);
     let from_pytorch_doc = format!(
         " Loads weights in PyTorch's layouts, row-major: `dw_weight` `[{cm}, 1, {kh}, {kw}]` (`[C·M, 1, KH, KW]`), `dw_bias` `[{cm}]`, `pw_weight` `[{n}, {cm}, 1, 1]` (`[N, C·M, 1, 1]`), `pw_bias` `[{n}]`."
@@ -477,17 +486,26 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             pw_weight: &[#elem],
             pw_bias: ::core::option::Option<&[#elem]>,
         ) -> ::core::result::Result<Self, #krate::Error> {
-            let mut layer = Self::zeroed();
+            // Fresh owned arrays, written through `Owned` (no copy-on-write check).
+            let mut dw_array = __sep::Owned::<#dw>::zeroed();
+            #new_dw_bias
+            let mut pw_array = __sep::Owned::<#pw>::zeroed();
+            #new_pw_bias
             #krate::weights::load_pytorch(
                 #context,
                 &Self::SPEC,
                 (dw_weight, dw_bias, pw_weight, pw_bias),
-                layer.depthwise_weight.as_flattened_mut().as_flattened_mut(),
+                dw_array.as_flattened_mut().as_flattened_mut(),
                 #dw_bias_mut_slice,
-                &mut layer.pointwise_weight[..],
+                &mut pw_array[..],
                 #pw_bias_mut_slice,
             )?;
-            ::core::result::Result::Ok(layer)
+            ::core::result::Result::Ok(Self {
+                depthwise_weight: __sep::Storage::from_owned(dw_array),
+                #store_dw_bias
+                pointwise_weight: __sep::Storage::from_owned(pw_array),
+                #store_pw_bias
+            })
         }
 
         // `Vec`s: only when the runtime has a heap.

@@ -154,6 +154,12 @@ impl<A: Zeroable> Storage<A> {
 }
 
 impl<A> Storage<A> {
+    /// Owned storage of `array`.
+    #[must_use]
+    pub const fn from_owned(array: Owned<A>) -> Self {
+        Storage(Repr::Owned(array))
+    }
+
     /// Borrows an array for the program's whole run: no copy, no allocation.
     #[must_use]
     pub const fn from_static(array: &'static Aligned<A>) -> Self {

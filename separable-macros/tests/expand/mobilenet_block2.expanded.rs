@@ -79,17 +79,25 @@ const _: () = {
             pw_weight: &[f32],
             pw_bias: ::core::option::Option<&[f32]>,
         ) -> ::core::result::Result<Self, ::separable::Error> {
-            let mut layer = Self::zeroed();
+            let mut dw_array = __sep::Owned::<[[[f32; 64]; 3]; 3]>::zeroed();
+            let mut dw_bias_array = __sep::Owned::<[f32; 64]>::zeroed();
+            let mut pw_array = __sep::Owned::<[f32; 8192]>::zeroed();
+            let mut pw_bias_array = __sep::Owned::<[f32; 128]>::zeroed();
             ::separable::weights::load_pytorch(
                 "Block2::from_pytorch",
                 &Self::SPEC,
                 (dw_weight, dw_bias, pw_weight, pw_bias),
-                layer.depthwise_weight.as_flattened_mut().as_flattened_mut(),
-                ::core::option::Option::Some(&mut layer.depthwise_bias[..]),
-                &mut layer.pointwise_weight[..],
-                ::core::option::Option::Some(&mut layer.pointwise_bias[..]),
+                dw_array.as_flattened_mut().as_flattened_mut(),
+                ::core::option::Option::Some(&mut dw_bias_array[..]),
+                &mut pw_array[..],
+                ::core::option::Option::Some(&mut pw_bias_array[..]),
             )?;
-            ::core::result::Result::Ok(layer)
+            ::core::result::Result::Ok(Self {
+                depthwise_weight: __sep::Storage::from_owned(dw_array),
+                depthwise_bias: __sep::Storage::from_owned(dw_bias_array),
+                pointwise_weight: __sep::Storage::from_owned(pw_array),
+                pointwise_bias: __sep::Storage::from_owned(pw_bias_array),
+            })
         }
         __sep::alloc_only! {
             #[doc =

@@ -76,17 +76,21 @@ const _: () = {
             pw_weight: &[f32],
             pw_bias: ::core::option::Option<&[f32]>,
         ) -> ::core::result::Result<Self, ::separable::Error> {
-            let mut layer = Self::zeroed();
+            let mut dw_array = __sep::Owned::<[[[f32; 3]; 3]; 3]>::zeroed();
+            let mut pw_array = __sep::Owned::<[f32; 48]>::zeroed();
             ::separable::weights::load_pytorch(
                 "Seed::from_pytorch",
                 &Self::SPEC,
                 (dw_weight, dw_bias, pw_weight, pw_bias),
-                layer.depthwise_weight.as_flattened_mut().as_flattened_mut(),
+                dw_array.as_flattened_mut().as_flattened_mut(),
                 ::core::option::Option::None,
-                &mut layer.pointwise_weight[..],
+                &mut pw_array[..],
                 ::core::option::Option::None,
             )?;
-            ::core::result::Result::Ok(layer)
+            ::core::result::Result::Ok(Self {
+                depthwise_weight: __sep::Storage::from_owned(dw_array),
+                pointwise_weight: __sep::Storage::from_owned(pw_array),
+            })
         }
         __sep::alloc_only! {
             #[doc =
