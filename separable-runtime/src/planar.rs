@@ -41,7 +41,7 @@ pub trait MulAdd: Element {
     #[must_use]
     fn mul_add_if(self, a: Self, b: Self, fused: bool) -> Self;
 
-    /// [`accumulate`] of 8 positions with their sums in one 256-bit register and one fused
+    /// `accumulate` of 8 positions with their sums in one 256-bit register and one fused
     /// multiply-add per tap, returning `true`; `false` (doing nothing) where this type and
     /// target have no such code. Written with intrinsics because the compiler, left to itself
     /// with AVX-512 enabled for the whole build (`-C target-cpu=native`), vectorises across

@@ -13,7 +13,7 @@ use crate::kernel::{Aligned, Zeroable};
 /// inline (in the struct that holds it) without. The elements of a `Tensor`.
 ///
 /// On the heap it is a `Box`, whose pointer the compiler knows to be aligned, dereferenceable
-/// and unaliased, but allocated and copied by the non-generic functions of [`heap`]: an array
+/// and unaliased, but allocated and copied by the non-generic functions of `heap`: an array
 /// type adds to its user's build a cast and a `Box` drop, not an allocation path of its own.
 /// Cloning copies the array, on the heap straight into the new allocation.
 pub struct Owned<A>(
