@@ -621,7 +621,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         Depthwise::InteriorBorder { strips, .. } => {
             let [_, ow, n] = ctx.layer.shape.output;
             let chunk = lit(strips.rows * ow * n);
-            let zero = &ctx.zero;
+            let (zero, elem) = (&ctx.zero, &ctx.elem);
             let scratch_len = lit(strips.rows * ctx.layer.shape.depthwise[1] * strips.channels);
             quote! {
                 let isa = #krate::Isa::detect();
@@ -633,7 +633,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
                     #chunk,
                     || [#zero; #scratch_len],
                     |scratch, strip, out| {
-                        __sep::strips_forward_strip(
+                        <#elem as __sep::StripLoops>::forward_strip(
                             isa,
                             &Self::__STRIPS,
                             &weights,
@@ -1034,7 +1034,7 @@ fn strip_kernels(
         /// The depthwise stage alone, over the same strips and blocks as `forward_strips`.
         fn depthwise_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #depthwise) {
             let mut scratch = [#zero; #scratch_len];
-            __sep::strips_depthwise(
+            <#elem as __sep::StripLoops>::depthwise(
                 isa,
                 &Self::__STRIPS,
                 &self.strip_weights(),
@@ -1046,7 +1046,7 @@ fn strip_kernels(
 
         /// The pointwise stage alone, over strips of rows of the depthwise output.
         fn pointwise_strips(&self, isa: __sep::Isa, y: &#depthwise, out: &mut #output) {
-            __sep::strips_pointwise(
+            <#elem as __sep::StripLoops>::pointwise(
                 isa,
                 &Self::__STRIPS,
                 &self.strip_weights(),

@@ -81,10 +81,7 @@ pub mod __private {
         isa as planar_isa,
     };
     pub use crate::storage::{Owned, Storage};
-    pub use crate::strips::{
-        StripPlan, StripWeights, depthwise as strips_depthwise, forward as strips_forward,
-        forward_strip as strips_forward_strip, pointwise as strips_pointwise,
-    };
+    pub use crate::strips::{StripLoops, StripPlan, StripWeights, forward as strips_forward};
     pub use crate::tensor::{hwc, hwc_mut};
     pub use crate::weights::{PointwiseWeights, PointwiseWeightsMut};
     #[cfg(feature = "alloc")]

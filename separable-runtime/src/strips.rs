@@ -77,9 +77,16 @@ impl StripPlan {
     }
 }
 
-/// Element types whose strip loops are compiled in this crate.
+/// Element types whose strip loops are compiled in this crate: the stages of a strip layer,
+/// called by generated code as `<f32 as StripLoops>::forward_strip(..)` and so on.
+///
+/// Every method panics if `isa` is not supported by this CPU, or a buffer or the plan does not
+/// match the layer (generated code never does this).
 pub trait StripLoops: DepthwiseKernels + Microkernels + Passes {
-    /// See [`forward_strip`].
+    /// Both stages for strip `strip`, the output rows from `strip * rows` that `out` holds: per
+    /// channel block, the strip's depthwise output goes to `scratch`, and the pointwise
+    /// microkernel adds its contribution to `out`. Strips are independent, so threads can share
+    /// them out; [`forward`] runs them all.
     #[allow(clippy::too_many_arguments)] // the plan, the layer, its buffers and the strip
     fn forward_strip(
         isa: Isa,
@@ -90,7 +97,8 @@ pub trait StripLoops: DepthwiseKernels + Microkernels + Passes {
         out: &mut [Self],
         scratch: &mut [Self],
     );
-    /// See [`depthwise`].
+    /// The depthwise stage alone (with its bias and activation) into `out`
+    /// (`OH x OW x C·M`), over the same strips and blocks as [`forward`].
     fn depthwise(
         isa: Isa,
         plan: &StripPlan,
@@ -99,7 +107,8 @@ pub trait StripLoops: DepthwiseKernels + Microkernels + Passes {
         out: &mut [Self],
         scratch: &mut [Self],
     );
-    /// See [`pointwise`].
+    /// The pointwise stage alone (with its bias and activation) from a depthwise output `y`
+    /// (`OH x OW x C·M`) into `out`, a strip of rows at a time.
     fn pointwise(
         isa: Isa,
         plan: &StripPlan,
@@ -109,7 +118,7 @@ pub trait StripLoops: DepthwiseKernels + Microkernels + Passes {
     );
 }
 
-/// Both stages: [`forward_strip`] over every strip of `out` (`OH x OW x N`, HWC).
+/// Both stages: [`StripLoops::forward_strip`] over every strip of `out` (`OH x OW x N`, HWC).
 ///
 /// # Panics
 /// If `isa` is not supported by this CPU, or a buffer or the plan does not match the layer
@@ -128,59 +137,6 @@ pub fn forward<T: StripLoops>(
     for (strip, out) in out.chunks_mut(plan.rows * ow * n).enumerate() {
         T::forward_strip(isa, plan, weights, x, strip, out, scratch);
     }
-}
-
-/// Both stages for strip `strip`, the output rows from `strip * rows` that `out` holds: per
-/// channel block, the strip's depthwise output goes to `scratch`, and the pointwise microkernel
-/// adds its contribution to `out`. Strips are independent, so threads can share them out.
-///
-/// # Panics
-/// If `isa` is not supported by this CPU, `out` is not whole rows inside the output, or a
-/// buffer or the plan does not match the layer (generated code never does this).
-#[inline]
-pub fn forward_strip<T: StripLoops>(
-    isa: Isa,
-    plan: &StripPlan,
-    weights: &StripWeights<'_, T>,
-    x: &[T],
-    strip: usize,
-    out: &mut [T],
-    scratch: &mut [T],
-) {
-    T::forward_strip(isa, plan, weights, x, strip, out, scratch);
-}
-
-/// The depthwise stage alone (with its bias and activation) into `out` (`OH x OW x C·M`), over
-/// the same strips and blocks as [`forward`].
-///
-/// # Panics
-/// As [`forward`].
-#[inline]
-pub fn depthwise<T: StripLoops>(
-    isa: Isa,
-    plan: &StripPlan,
-    weights: &StripWeights<'_, T>,
-    x: &[T],
-    out: &mut [T],
-    scratch: &mut [T],
-) {
-    T::depthwise(isa, plan, weights, x, out, scratch);
-}
-
-/// The pointwise stage alone (with its bias and activation) from a depthwise output `y`
-/// (`OH x OW x C·M`) into `out`, a strip of rows at a time.
-///
-/// # Panics
-/// As [`forward`].
-#[inline]
-pub fn pointwise<T: StripLoops>(
-    isa: Isa,
-    plan: &StripPlan,
-    weights: &StripWeights<'_, T>,
-    y: &[T],
-    out: &mut [T],
-) {
-    T::pointwise(isa, plan, weights, y, out);
 }
 
 #[allow(clippy::too_many_arguments)] // as `forward_strip`

@@ -241,7 +241,7 @@ const _: () = {
                 28672,
                 || [0.0_f32; 14336],
                 |scratch, strip, out| {
-                    __sep::strips_forward_strip(
+                    <f32 as __sep::StripLoops>::forward_strip(
                         isa,
                         &Self::__STRIPS,
                         &weights,
@@ -365,7 +365,7 @@ const _: () = {
             out: &mut [[[f32; 64]; 56]; 56],
         ) {
             let mut scratch = [0.0_f32; 14336];
-            __sep::strips_depthwise(
+            <f32 as __sep::StripLoops>::depthwise(
                 isa,
                 &Self::__STRIPS,
                 &self.strip_weights(),
@@ -381,7 +381,7 @@ const _: () = {
             y: &[[[f32; 64]; 56]; 56],
             out: &mut [[[f32; 128]; 56]; 56],
         ) {
-            __sep::strips_pointwise(
+            <f32 as __sep::StripLoops>::pointwise(
                 isa,
                 &Self::__STRIPS,
                 &self.strip_weights(),
