@@ -59,9 +59,9 @@ impl StripPlan {
         self.rows * self.output[1] * self.geometry.block
     }
 
-    /// Asserts what every loop relies on: whole channel blocks, non-empty strips, interior
-    /// ranges inside the output, and a scratch buffer of [`Self::scratch_len`].
-    fn check(&self, scratch: usize) {
+    /// Asserts what every loop relies on: whole channel blocks, non-empty strips and interior
+    /// ranges inside the output.
+    fn check(&self) {
         let [oh, ow, _] = self.output;
         let kc = self.geometry.block;
         assert!(
@@ -73,6 +73,11 @@ impl StripPlan {
         let [c0, c1] = self.interior_cols;
         assert!(r0 <= r1 && r1 <= oh, "interior rows outside the output");
         assert!(c0 <= c1 && c1 <= ow, "interior columns outside the output");
+    }
+
+    /// [`Self::check`], and that `scratch` holds [`Self::scratch_len`] elements.
+    fn check_with_scratch(&self, scratch: usize) {
+        self.check();
         assert!(scratch >= self.scratch_len(), "scratch is too short");
     }
 }
@@ -149,7 +154,7 @@ fn forward_strip_loop<T: StripLoops>(
     out: &mut [T],
     scratch: &mut [T],
 ) {
-    plan.check(scratch.len());
+    plan.check_with_scratch(scratch.len());
     let [oh, ow, n] = plan.output;
     let (kc, cm) = (plan.geometry.block, plan.depthwise_channels());
     let r0 = strip * plan.rows;
@@ -167,7 +172,6 @@ fn forward_strip_loop<T: StripLoops>(
     for kb in 0..cm / kc {
         let strip = &mut scratch[..pixels * kc];
         depthwise_block(isa, plan, weights, x, [r0, r1], kb, strip);
-        passes::activate_all(isa, plan.activations[0], strip);
         let block = Block {
             a: strip,
             pixels,
@@ -190,7 +194,7 @@ fn depthwise_loop<T: StripLoops>(
     out: &mut [T],
     scratch: &mut [T],
 ) {
-    plan.check(scratch.len());
+    plan.check_with_scratch(scratch.len());
     let [oh, ow, _] = plan.output;
     let (kc, cm) = (plan.geometry.block, plan.depthwise_channels());
     assert_eq!(Some(out.len()), oh.checked_mul(ow * cm), "output length");
@@ -201,7 +205,6 @@ fn depthwise_loop<T: StripLoops>(
         for kb in 0..cm / kc {
             let strip = &mut scratch[..pixels * kc];
             depthwise_block(isa, plan, weights, x, [r0, r1], kb, strip);
-            passes::activate_all(isa, plan.activations[0], strip);
             passes::scatter(isa, strip, rows, kc, cm, kb * kc);
         }
     }
@@ -214,7 +217,7 @@ fn pointwise_loop<T: StripLoops>(
     y: &[T],
     out: &mut [T],
 ) {
-    plan.check(plan.scratch_len());
+    plan.check();
     let [oh, ow, n] = plan.output;
     let cm = plan.depthwise_channels();
     assert_eq!(Some(y.len()), oh.checked_mul(ow * cm), "depthwise length");
@@ -237,9 +240,10 @@ fn pointwise_loop<T: StripLoops>(
     }
 }
 
-/// The depthwise stage (without activation) of output rows `rows` and channel block `kb` into
-/// `out`, one block per pixel of those rows: the bias, then per row one run over the interior
-/// and the border pixels on either side of it.
+/// The depthwise stage, with its bias and activation, of output rows `rows` and channel block
+/// `kb` into `out`, one block per pixel of those rows: the bias, then per row one run over the
+/// interior and the border pixels on either side of it (none where the interior is the whole
+/// row), then the activation.
 fn depthwise_block<T: StripLoops>(
     isa: Isa,
     plan: &StripPlan,
@@ -251,7 +255,7 @@ fn depthwise_block<T: StripLoops>(
 ) {
     let g = &plan.geometry;
     let kc = g.block;
-    let [oh, ow, _] = plan.output;
+    let ow = plan.output[1];
     let w = weights.depthwise;
     match weights.depthwise_bias {
         Some(bias) => passes::fill(isa, out, &bias[kb * kc..][..kc]),
@@ -270,9 +274,6 @@ fn depthwise_block<T: StripLoops>(
             dw::depthwise_run(isa, g, x, origin, kb, w, run);
         }
     }
-    if has_interior && ir1 - ir0 == oh && ic1 - ic0 == ow {
-        return;
-    }
     // Border: pixels whose window overlaps the padding, with the taps inside the input.
     for oh in r0..r1 {
         let (left, right) = if has_interior && (ir0..ir1).contains(&oh) {
@@ -286,6 +287,7 @@ fn depthwise_block<T: StripLoops>(
         let tail = &mut rest[(right - left) * kc..];
         dw::depthwise_border(isa, g, x, oh, right..ow, kb, w, tail);
     }
+    passes::activate_all(isa, plan.activations[0], out);
 }
 
 /// `StripLoops` for one element type: the generic loops, compiled here.
