@@ -16,6 +16,8 @@ use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::{Attribute, Error, Ident, LitInt, Token, Visibility};
 
+use crate::codegen::RESERVED_PREFIX;
+
 /// The largest number written anywhere in an invocation. With it, every product the code
 /// generator forms (window extents, strided positions, offsets) fits in `usize` and `isize`.
 pub(crate) const MAX_SIZE: usize = 1 << 32;
@@ -107,6 +109,16 @@ impl Parse for Invocation {
             errors: Vec::new(),
             header_error: Some(error),
         };
+        if header.name.to_string().starts_with(RESERVED_PREFIX) {
+            let error = syn::Error::new(
+                header.name.span(),
+                format!(
+                    "`separable_conv!` reserves names starting with `{RESERVED_PREFIX}` for the items it declares beside the layer; rename the struct"
+                ),
+            );
+            input.parse::<TokenStream>()?;
+            return Ok(header_error(header, error));
+        }
         if input.peek(Token![<]) {
             let error = input.error(
                 "`separable_conv!` layers take no generic parameters: every size is written in the layer",

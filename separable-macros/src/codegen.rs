@@ -45,6 +45,10 @@ pub(crate) fn tensor_type(krate: &TokenStream, [h, w, c]: [usize; 3], dtype: Dty
 }
 
 /// Sizes and names shared by every part of the expansion.
+///
+/// Inside the expansion's `const _` block the tensor and array types are named by the aliases
+/// [`Ctx::aliases`] declares: rustc checks every literal size in a type as a constant of its
+/// own, so a type spelled out at each use costs far more to compile than one alias.
 struct Ctx<'a> {
     krate: &'a TokenStream,
     layer: &'a Layer,
@@ -54,7 +58,20 @@ struct Ctx<'a> {
     input_ty: TokenStream,
     depthwise_ty: TokenStream,
     output_ty: TokenStream,
+    input_array: TokenStream,
+    depthwise_array: TokenStream,
+    output_array: TokenStream,
+    /// `[T; C·M]`: a depthwise pixel, and the depthwise bias.
+    depthwise_pixel: TokenStream,
+    /// `[T; N]`: an output pixel, and the pointwise bias.
+    output_pixel: TokenStream,
+    depthwise_weight: TokenStream,
+    pointwise_weight: TokenStream,
 }
+
+/// Prefix of the names the expansion declares beside the user's struct; the parser rejects a
+/// struct named with it.
+pub(crate) const RESERVED_PREFIX: &str = "__Sep";
 
 impl<'a> Ctx<'a> {
     fn new(krate: &'a TokenStream, layer: &'a Layer) -> Self {
@@ -62,17 +79,62 @@ impl<'a> Ctx<'a> {
             Dtype::F32 => (quote!(f32), quote!(0.0_f32)),
             Dtype::F64 => (quote!(f64), quote!(0.0_f64)),
         };
-        let tensor = |shape| tensor_type(krate, shape, layer.dtype);
-        let shape = &layer.shape;
         Ctx {
             krate,
             layer,
-            plan: Plan::new(&layer.spec, shape.rows, shape.cols, layer.dtype.bytes()),
-            input_ty: tensor(shape.input),
-            depthwise_ty: tensor(shape.depthwise),
-            output_ty: tensor(shape.output),
+            plan: Plan::new(
+                &layer.spec,
+                layer.shape.rows,
+                layer.shape.cols,
+                layer.dtype.bytes(),
+            ),
+            input_ty: quote!(__SepInput),
+            depthwise_ty: quote!(__SepDepthwise),
+            output_ty: quote!(__SepOutput),
+            input_array: quote!(__SepInputArray),
+            depthwise_array: quote!(__SepDepthwiseArray),
+            output_array: quote!(__SepOutputArray),
+            depthwise_pixel: quote!(__SepDepthwisePixel),
+            output_pixel: quote!(__SepOutputPixel),
+            depthwise_weight: quote!(__SepDepthwiseWeight),
+            pointwise_weight: quote!(__SepPointwiseWeight),
             elem,
             zero,
+        }
+    }
+
+    /// The aliases the rest of the expansion names its types by, at the top of its `const _`
+    /// block (so they are private to it; rustdoc shows what they stand for).
+    fn aliases(&self) -> TokenStream {
+        let shape = &self.layer.shape;
+        let tensor = |dims| tensor_type(self.krate, dims, self.layer.dtype);
+        let (input, depthwise, output) = (
+            tensor(shape.input),
+            tensor(shape.depthwise),
+            tensor(shape.output),
+        );
+        let (input_array, depthwise_array, output_array) = (
+            self.array(&shape.input),
+            self.array(&shape.depthwise),
+            self.array(&shape.output),
+        );
+        let [kh, kw] = self.layer.spec.kernel;
+        let cm = shape.depthwise[2];
+        let depthwise_pixel = self.array(&[cm]);
+        let output_pixel = self.array(&[self.layer.spec.output_channels]);
+        let depthwise_weight = self.array(&[kh, kw, cm]);
+        let pointwise_weight = self.array(&[shape.pointwise_packed]);
+        quote! {
+            type __SepInput = #input;
+            type __SepDepthwise = #depthwise;
+            type __SepOutput = #output;
+            type __SepInputArray = #input_array;
+            type __SepDepthwiseArray = #depthwise_array;
+            type __SepOutputArray = #output_array;
+            type __SepDepthwisePixel = #depthwise_pixel;
+            type __SepOutputPixel = #output_pixel;
+            type __SepDepthwiseWeight = #depthwise_weight;
+            type __SepPointwiseWeight = #pointwise_weight;
         }
     }
 
@@ -113,11 +175,13 @@ pub(crate) fn layer(
     let trait_impl = trait_impl(&ctx, header);
     let name = &header.name;
     let kernel_structs = kernel_structs(&ctx, name);
+    let aliases = ctx.aliases();
     quote! {
         #definition
 
         const _: () = {
             use #krate::__private as __sep;
+            #aliases
 
             #[allow(dead_code)]
             impl #name {
@@ -132,13 +196,9 @@ pub(crate) fn layer(
 
             #trait_impl
 
-            // The literals above must agree with the runtime's shape arithmetic.
-            const _: () = assert!(
-                #name::PARAMS == #name::SHAPE.params
-                    && #name::MACS == #name::SHAPE.macs
-                    && #name::STANDARD_PARAMS == #name::SHAPE.standard_params
-                    && #name::STANDARD_MACS == #name::SHAPE.standard_macs
-            );
+            // Evaluated whether or not the layer is used: the literals above must agree with
+            // the runtime's shape arithmetic.
+            const _: #krate::LayerShape = #name::SHAPE;
         };
     }
 }
@@ -174,12 +234,12 @@ fn embedded_fn(ctx: &Ctx<'_>, header: &Header, embedded: &Embedded) -> TokenStre
     };
     let (kh_lit, kw_lit, cm_lit, n_lit, packed_lit) =
         (lit(kh), lit(kw), lit(cm), lit(n), lit(packed));
-    let dw_ty = ctx.array(&[kh, kw, cm]);
-    let pw_ty = ctx.array(&[packed]);
+    let dw_ty = ctx.depthwise_weight.clone();
+    let pw_ty = ctx.pointwise_weight.clone();
     let dw_source = source(&embedded.depthwise_weight);
     let pw_source = source(&embedded.pointwise_weight);
     let dw_bias = embedded.depthwise_bias.as_ref().map(|stored| {
-        let ty = ctx.array(&[cm]);
+        let ty = &ctx.depthwise_pixel;
         let source = source(stored);
         (
             quote! {
@@ -191,7 +251,7 @@ fn embedded_fn(ctx: &Ctx<'_>, header: &Header, embedded: &Embedded) -> TokenStre
         )
     });
     let pw_bias = embedded.pointwise_bias.as_ref().map(|stored| {
-        let ty = ctx.array(&[n]);
+        let ty = &ctx.output_pixel;
         let source = source(stored);
         (
             quote! {
@@ -391,10 +451,10 @@ fn consts(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             bias: #krate::Bias::#bias,
         };
         /// Every size derived from [`Self::SPEC`] by the runtime's shape arithmetic.
-        pub const SHAPE: #krate::LayerShape = match Self::SPEC.shape() {
-            __sep::Result::Ok(shape) => shape,
-            __sep::Result::Err(_) => panic!("`separable_conv!` accepted a shape the runtime rejects"),
-        };
+        pub const SHAPE: #krate::LayerShape = __sep::generated_shape(
+            &Self::SPEC,
+            [Self::PARAMS, Self::MACS, Self::STANDARD_PARAMS, Self::STANDARD_MACS],
+        );
         /// The activation after the depthwise stage.
         pub const DEPTHWISE_ACTIVATION: #krate::Activation = #krate::Activation::#dw_act;
         /// The activation after the pointwise stage.
@@ -410,45 +470,48 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
     let [kh, kw] = spec.kernel;
     let cm = shape.depthwise[2];
     let n = spec.output_channels;
-    let dw = ctx.array(&[kh, kw, cm]);
+    let dw = &ctx.depthwise_weight;
     let (cm_lit, n_lit) = (lit(cm), lit(n));
-    let dw_bias_ty = ctx.array(&[cm]);
-    let pw_bias_ty = ctx.array(&[n]);
+    let dw_bias_ty = &ctx.depthwise_pixel;
+    let pw_bias_ty = &ctx.output_pixel;
     let has_dw_bias = spec.bias.depthwise();
     let has_pw_bias = spec.bias.pointwise();
     let init_dw_bias = has_dw_bias.then(|| quote!(depthwise_bias: __sep::Storage::zeroed(),));
     let init_pw_bias = has_pw_bias.then(|| quote!(pointwise_bias: __sep::Storage::zeroed(),));
-    let (dw_bias_get, dw_bias_mut, dw_bias_slice, dw_bias_mut_slice) = if has_dw_bias {
+    let (dw_bias_get, dw_bias_mut, dw_bias_slice) = if has_dw_bias {
         (
             quote!(::core::option::Option::Some(&*self.depthwise_bias)),
             quote!(::core::option::Option::Some(&mut *self.depthwise_bias)),
-            quote!(::core::option::Option::Some(&self.depthwise_bias[..])),
-            quote!(::core::option::Option::Some(&mut dw_bias_array[..])),
+            quote!(::core::option::Option::Some(__sep::Flat::flat(
+                &*self.depthwise_bias
+            ))),
         )
     } else {
         let none = quote!(::core::option::Option::None);
-        (none.clone(), none.clone(), none.clone(), none)
+        (none.clone(), none.clone(), none)
     };
-    let (pw_bias_get, pw_bias_mut, pw_bias_slice, pw_bias_mut_slice) = if has_pw_bias {
+    let (pw_bias_get, pw_bias_mut, pw_bias_slice) = if has_pw_bias {
         (
             quote!(::core::option::Option::Some(&*self.pointwise_bias)),
             quote!(::core::option::Option::Some(&mut *self.pointwise_bias)),
-            quote!(::core::option::Option::Some(&self.pointwise_bias[..])),
-            quote!(::core::option::Option::Some(&mut pw_bias_array[..])),
+            quote!(::core::option::Option::Some(__sep::Flat::flat(
+                &*self.pointwise_bias
+            ))),
         )
     } else {
         let none = quote!(::core::option::Option::None);
-        (none.clone(), none.clone(), none.clone(), none)
+        (none.clone(), none.clone(), none)
     };
-    let pw = ctx.array(&[shape.pointwise_packed]);
-    let new_dw_bias =
-        has_dw_bias.then(|| quote!(let mut dw_bias_array = __sep::Owned::<#dw_bias_ty>::zeroed();));
-    let new_pw_bias =
-        has_pw_bias.then(|| quote!(let mut pw_bias_array = __sep::Owned::<#pw_bias_ty>::zeroed();));
-    let store_dw_bias =
-        has_dw_bias.then(|| quote!(depthwise_bias: __sep::Storage::from_owned(dw_bias_array),));
-    let store_pw_bias =
-        has_pw_bias.then(|| quote!(pointwise_bias: __sep::Storage::from_owned(pw_bias_array),));
+    // An undeclared bias is `None` of some storage type.
+    let load_bias = |present: bool, field: TokenStream| {
+        if present {
+            quote!(::core::option::Option::Some(&mut layer.#field))
+        } else {
+            quote!(::core::option::Option::None::<&mut __sep::Storage<[#elem; 0]>>)
+        }
+    };
+    let dw_bias_load = load_bias(has_dw_bias, quote!(depthwise_bias));
+    let pw_bias_load = load_bias(has_pw_bias, quote!(pointwise_bias));
     let context = format!("{}::from_pytorch", header.name);
     let from_pytorch_doc = format!(
         " Loads weights in PyTorch's layouts, row-major: `dw_weight` `[{cm}, 1, {kh}, {kw}]` (`[C·M, 1, KH, KW]`), `dw_bias` `[{cm}]`, `pw_weight` `[{n}, {cm}, 1, 1]` (`[N, C·M, 1, 1]`), `pw_bias` `[{n}]`."
@@ -486,26 +549,19 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             pw_weight: &[#elem],
             pw_bias: ::core::option::Option<&[#elem]>,
         ) -> ::core::result::Result<Self, #krate::Error> {
-            // Fresh owned arrays, written through `Owned` (no copy-on-write check).
-            let mut dw_array = __sep::Owned::<#dw>::zeroed();
-            #new_dw_bias
-            let mut pw_array = __sep::Owned::<#pw>::zeroed();
-            #new_pw_bias
-            #krate::weights::load_pytorch(
+            let mut layer = Self::zeroed();
+            __sep::load_pytorch_storage(
                 #context,
                 &Self::SPEC,
                 (dw_weight, dw_bias, pw_weight, pw_bias),
-                dw_array.as_flattened_mut().as_flattened_mut(),
-                #dw_bias_mut_slice,
-                &mut pw_array[..],
-                #pw_bias_mut_slice,
+                (
+                    &mut layer.depthwise_weight,
+                    #dw_bias_load,
+                    &mut layer.pointwise_weight,
+                    #pw_bias_load,
+                ),
             )?;
-            ::core::result::Result::Ok(Self {
-                depthwise_weight: __sep::Storage::from_owned(dw_array),
-                #store_dw_bias
-                pointwise_weight: __sep::Storage::from_owned(pw_array),
-                #store_pw_bias
-            })
+            ::core::result::Result::Ok(layer)
         }
 
         // `Vec`s: only when the runtime has a heap.
@@ -516,9 +572,9 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             pub fn to_pytorch(&self) -> #krate::weights::PytorchWeights<#elem> {
                 #krate::weights::to_pytorch(
                     &Self::SPEC,
-                    self.depthwise_weight.as_flattened().as_flattened(),
+                    __sep::Flat::flat(&*self.depthwise_weight),
                     #dw_bias_slice,
-                    &self.pointwise_weight[..],
+                    __sep::Flat::flat(&*self.pointwise_weight),
                     #pw_bias_slice,
                 )
             }
@@ -551,12 +607,12 @@ fn constructors(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         /// channel `n`. They are stored packed for the matrix microkernels.
         #[must_use]
         pub fn pointwise_weight(&self) -> #krate::weights::PointwiseWeights<'_, #elem> {
-            #krate::weights::PointwiseWeights::new(&self.pointwise_weight[..], #cm_lit, #n_lit)
+            #krate::weights::PointwiseWeights::new(__sep::Flat::flat(&*self.pointwise_weight), #cm_lit, #n_lit)
         }
 
         /// Pointwise weights, mutably; see [`Self::pointwise_weight`].
         pub fn pointwise_weight_mut(&mut self) -> #krate::weights::PointwiseWeightsMut<'_, #elem> {
-            #krate::weights::PointwiseWeightsMut::new(&mut self.pointwise_weight[..], #cm_lit, #n_lit)
+            #krate::weights::PointwiseWeightsMut::new(__sep::Flat::flat_mut(&mut *self.pointwise_weight), #cm_lit, #n_lit)
         }
 
         /// The pointwise bias, one per output channel; `None` with `bias: none`.
@@ -594,7 +650,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         Depthwise::Planar(_) => (
             quote!(__sep::dispatch_as(
                 __sep::planar_isa(isa),
-                __Forward {
+                __SepForward {
                     layer: self,
                     x,
                     out
@@ -602,7 +658,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             )),
             quote!(__sep::dispatch_as(
                 __sep::planar_isa(isa),
-                __Depthwise {
+                __SepDepthwiseStage {
                     layer: self,
                     x: input.as_array(),
                     out: output.as_array_mut()
@@ -610,39 +666,53 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             )),
             quote!(self.pointwise_pixels(depthwise.as_array(), output.as_array_mut())),
         ),
-        Depthwise::InteriorBorder { .. } => (
-            quote!(self.forward_strips(isa, x, out)),
-            quote!(self.depthwise_strips(isa, input.as_array(), output.as_array_mut())),
-            quote!(self.pointwise_strips(isa, depthwise.as_array(), output.as_array_mut())),
-        ),
+        Depthwise::InteriorBorder { strips, .. } => {
+            let (elem, len) = (
+                &ctx.elem,
+                lit(strips.scratch_len(ctx.layer.shape.depthwise[1])),
+            );
+            let strip_call = |function: TokenStream, x: TokenStream, out: TokenStream| {
+                quote!(#function(
+                    isa,
+                    &Self::__STRIPS,
+                    &self.strip_weights(),
+                    __sep::Flat::flat(#x),
+                    __sep::Flat::flat_mut(#out),
+                ))
+            };
+            (
+                strip_call(
+                    quote!(__sep::strips_forward_on_stack::<#elem, #len>),
+                    quote!(x),
+                    quote!(out),
+                ),
+                strip_call(
+                    quote!(__sep::strips_depthwise_on_stack::<#elem, #len>),
+                    quote!(input.as_array()),
+                    quote!(output.as_array_mut()),
+                ),
+                strip_call(
+                    quote!(<#elem as __sep::StripLoops>::pointwise),
+                    quote!(depthwise.as_array()),
+                    quote!(output.as_array_mut()),
+                ),
+            )
+        }
     };
     let parallel = match &ctx.plan.depthwise {
         Depthwise::Unrolled | Depthwise::Planar(_) => quote!(self.forward_into(input, output);),
         Depthwise::InteriorBorder { strips, .. } => {
-            let [_, ow, n] = ctx.layer.shape.output;
-            let chunk = lit(strips.rows * ow * n);
-            let (zero, elem) = (&ctx.zero, &ctx.elem);
-            let scratch_len = lit(strips.rows * ctx.layer.shape.depthwise[1] * strips.channels);
+            let (elem, len) = (
+                &ctx.elem,
+                lit(strips.scratch_len(ctx.layer.shape.depthwise[1])),
+            );
             quote! {
-                let isa = #krate::Isa::detect();
-                let x = input.as_array().as_flattened().as_flattened();
-                let weights = self.strip_weights();
-                let out = output.as_array_mut().as_flattened_mut().as_flattened_mut();
-                __sep::for_each_chunk_with(
-                    out,
-                    #chunk,
-                    || [#zero; #scratch_len],
-                    |scratch, strip, out| {
-                        <#elem as __sep::StripLoops>::forward_strip(
-                            isa,
-                            &Self::__STRIPS,
-                            &weights,
-                            x,
-                            strip,
-                            out,
-                            scratch,
-                        );
-                    },
+                __sep::strips_forward_parallel::<#elem, #len>(
+                    #krate::Isa::detect(),
+                    &Self::__STRIPS,
+                    &self.strip_weights(),
+                    __sep::Flat::flat(input.as_array()),
+                    __sep::Flat::flat_mut(output.as_array_mut()),
                 );
             }
         }
@@ -660,8 +730,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
     };
     let elem = &ctx.elem;
     let shape = &ctx.layer.shape;
-    let (input_array, output_array) = (ctx.array(&shape.input), ctx.array(&shape.output));
-    let ([h, w, c], [oh, ow, n]) = (shape.input.map(lit), shape.output.map(lit));
+    let (input_array, output_array) = (&ctx.input_array, &ctx.output_array);
     let slices_context = format!("{}::forward_slices", header.name);
     let slices_doc = format!(
         " Runs both stages from `input`, {} elements in HWC order (`[{}]`), into `output`, {} elements (`[{}]`): the caller's buffers (a `static` array, a DMA buffer, ...), read and written in place, with no tensor and no copy. Allocates nothing, with or without the `alloc` feature.",
@@ -703,8 +772,9 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
             input: &[#elem],
             output: &mut [#elem],
         ) -> ::core::result::Result<(), #krate::Error> {
-            let x = __sep::hwc::<#elem, #h, #w, #c>(#slices_context, "input", input)?;
-            let out = __sep::hwc_mut::<#elem, #oh, #ow, #n>(#slices_context, "output", output)?;
+            // The sizes are inferred from the aliases.
+            let (x, out): (&#input_array, &mut #output_array) =
+                __sep::hwc_pair(#slices_context, input, output)?;
             self.forward_arrays(#krate::Isa::detect(), x, out);
             ::core::result::Result::Ok(())
         }
@@ -785,10 +855,10 @@ fn pixel_kernels(ctx: &Ctx<'_>) -> TokenStream {
     let cm = shape.depthwise[2];
     let zero = &ctx.zero;
     let cm_lit = lit(cm);
-    let input = ctx.array(&shape.input);
-    let depthwise = ctx.array(&shape.depthwise);
-    let output = ctx.array(&shape.output);
-    let pixel_in = ctx.array(&[cm]);
+    let input = &ctx.input_array;
+    let depthwise = &ctx.depthwise_array;
+    let output = &ctx.output_array;
+    let pixel_in = &ctx.depthwise_pixel;
     let dw_bias = if layer.spec.bias.depthwise() {
         quote!(*self.depthwise_bias)
     } else {
@@ -830,14 +900,13 @@ fn pixel_kernels(ctx: &Ctx<'_>) -> TokenStream {
 /// The pointwise stage of tiny layers, pixel by pixel.
 fn pointwise_pixel_kernels(ctx: &Ctx<'_>) -> TokenStream {
     let layer = ctx.layer;
-    let shape = &layer.shape;
     let n = layer.spec.output_channels;
     let zero = &ctx.zero;
     let n_lit = lit(n);
-    let depthwise = ctx.array(&shape.depthwise);
-    let output = ctx.array(&shape.output);
-    let pixel_in = ctx.array(&[shape.depthwise[2]]);
-    let pixel_out = ctx.array(&[n]);
+    let depthwise = &ctx.depthwise_array;
+    let output = &ctx.output_array;
+    let pixel_in = &ctx.depthwise_pixel;
+    let pixel_out = &ctx.output_pixel;
     let pw_bias = if layer.spec.bias.pointwise() {
         quote!(*self.pointwise_bias)
     } else {
@@ -871,11 +940,7 @@ fn planar_kernels(ctx: &Ctx<'_>, planar: Planar) -> TokenStream {
     let shape = &layer.shape;
     let Plan { rows, cols, .. } = &ctx.plan;
     let elem = &ctx.elem;
-    let (input, depthwise, output) = (
-        ctx.array(&shape.input),
-        ctx.array(&shape.depthwise),
-        ctx.array(&shape.output),
-    );
+    let (input, depthwise, output) = (&ctx.input_array, &ctx.depthwise_array, &ctx.output_array);
     let [h, w, c] = shape.input.map(lit);
     let [oh, ow, n] = shape.output.map(lit);
     let (cm, kh, kw) = (lit(shape.depthwise[2]), lit(rows.kernel), lit(cols.kernel));
@@ -944,13 +1009,7 @@ fn strip_kernels(
 ) -> TokenStream {
     let layer = ctx.layer;
     let shape = &layer.shape;
-    let (krate, elem, zero) = (ctx.krate, &ctx.elem, &ctx.zero);
-    let scratch_len = lit(strips.rows * shape.depthwise[1] * strips.channels);
-    let (input, depthwise, output) = (
-        ctx.array(&shape.input),
-        ctx.array(&shape.depthwise),
-        ctx.array(&shape.output),
-    );
+    let (krate, elem) = (ctx.krate, &ctx.elem);
     let plan = {
         let spec = &layer.spec;
         let (input, m, kc) = (
@@ -996,7 +1055,7 @@ fn strip_kernels(
     };
     let bias = |present: bool, field: TokenStream| {
         if present {
-            quote!(::core::option::Option::Some(&self.#field[..]))
+            quote!(::core::option::Option::Some(__sep::Flat::flat(&*self.#field)))
         } else {
             quote!(::core::option::Option::None)
         }
@@ -1010,49 +1069,11 @@ fn strip_kernels(
         /// The weights as the strip loops read them.
         fn strip_weights(&self) -> __sep::StripWeights<'_, #elem> {
             __sep::StripWeights {
-                depthwise: self.depthwise_weight.as_flattened().as_flattened(),
+                depthwise: __sep::Flat::flat(&*self.depthwise_weight),
                 depthwise_bias: #dw_bias,
-                pointwise: &self.pointwise_weight[..],
+                pointwise: __sep::Flat::flat(&*self.pointwise_weight),
                 pointwise_bias: #pw_bias,
             }
-        }
-
-        /// Both stages over strips of output rows; a strip's depthwise output stays in
-        /// `scratch`, on the stack and sized for the cache.
-        fn forward_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #output) {
-            let mut scratch = [#zero; #scratch_len];
-            __sep::strips_forward(
-                isa,
-                &Self::__STRIPS,
-                &self.strip_weights(),
-                x.as_flattened().as_flattened(),
-                out.as_flattened_mut().as_flattened_mut(),
-                &mut scratch,
-            );
-        }
-
-        /// The depthwise stage alone, over the same strips and blocks as `forward_strips`.
-        fn depthwise_strips(&self, isa: __sep::Isa, x: &#input, out: &mut #depthwise) {
-            let mut scratch = [#zero; #scratch_len];
-            <#elem as __sep::StripLoops>::depthwise(
-                isa,
-                &Self::__STRIPS,
-                &self.strip_weights(),
-                x.as_flattened().as_flattened(),
-                out.as_flattened_mut().as_flattened_mut(),
-                &mut scratch,
-            );
-        }
-
-        /// The pointwise stage alone, over strips of rows of the depthwise output.
-        fn pointwise_strips(&self, isa: __sep::Isa, y: &#depthwise, out: &mut #output) {
-            <#elem as __sep::StripLoops>::pointwise(
-                isa,
-                &Self::__STRIPS,
-                &self.strip_weights(),
-                y.as_flattened().as_flattened(),
-                out.as_flattened_mut().as_flattened_mut(),
-            );
         }
     }
 }
@@ -1089,18 +1110,17 @@ fn kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
 
 /// The `__sep::Kernel` implementations of a planar layer: both stages, and the depthwise stage.
 fn planar_kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
-    let shape = &ctx.layer.shape;
-    let input = ctx.array(&shape.input);
-    let depthwise = ctx.array(&shape.depthwise);
-    let output = ctx.array(&shape.output);
+    let input = &ctx.input_array;
+    let depthwise = &ctx.depthwise_array;
+    let output = &ctx.output_array;
     quote! {
-        struct __Forward<'a> {
+        struct __SepForward<'a> {
             layer: &'a #name,
             x: &'a #input,
             out: &'a mut #output,
         }
 
-        impl __sep::Kernel for __Forward<'_> {
+        impl __sep::Kernel for __SepForward<'_> {
             type Output = ();
             #[inline(always)]
             fn run(self, isa: __sep::Isa) {
@@ -1108,13 +1128,13 @@ fn planar_kernel_structs(ctx: &Ctx<'_>, name: &syn::Ident) -> TokenStream {
             }
         }
 
-        struct __Depthwise<'a> {
+        struct __SepDepthwiseStage<'a> {
             layer: &'a #name,
             x: &'a #input,
             out: &'a mut #depthwise,
         }
 
-        impl __sep::Kernel for __Depthwise<'_> {
+        impl __sep::Kernel for __SepDepthwiseStage<'_> {
             type Output = ();
             #[inline(always)]
             fn run(self, isa: __sep::Isa) {
@@ -1206,14 +1226,6 @@ fn trait_impl(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
                 }
             }
 
-            fn forward(&self, input: &#input_ty) -> #output_ty {
-                #name::forward(self, input)
-            }
-
-            fn forward_into(&self, input: &#input_ty, output: &mut #output_ty) {
-                #name::forward_into(self, input, output)
-            }
-
             fn forward_slices(
                 &self,
                 input: &[#elem],
@@ -1232,14 +1244,6 @@ fn trait_impl(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
 
             fn pointwise_into_with(&self, isa: #krate::Isa, depthwise: &#depthwise_ty, output: &mut #output_ty) {
                 #name::pointwise_into_with(self, isa, depthwise, output)
-            }
-
-            fn depthwise(&self, input: &#input_ty) -> #depthwise_ty {
-                #name::depthwise(self, input)
-            }
-
-            fn pointwise(&self, depthwise: &#depthwise_ty) -> #output_ty {
-                #name::pointwise(self, depthwise)
             }
         }
     }

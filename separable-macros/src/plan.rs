@@ -199,6 +199,12 @@ pub(crate) const SCRATCH_BYTES: usize = 64 * 1024;
 pub(crate) const MAX_CHANNEL_BLOCK: usize = 256;
 
 impl Strips {
+    /// Elements of the scratch buffer of one strip's depthwise output, a channel block of
+    /// `rows x OW` pixels (the runtime's `StripPlan::scratch_len`).
+    pub(crate) fn scratch_len(self, output_cols: usize) -> usize {
+        self.rows * output_cols * self.channels
+    }
+
     /// Channel blocks are `d·M` for a divisor `d` of `C`, the largest up to
     /// [`MAX_CHANNEL_BLOCK`]; all of `C·M` when that fits or when no divisor gives at least 64.
     pub(crate) fn new(

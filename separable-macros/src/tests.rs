@@ -399,7 +399,7 @@ fn errors_come_with_a_stub_struct() {
 fn expansions_stay_small() {
     let lines = |src: &str| expand_pretty(src).lines().count();
     let seed = lines(SEED);
-    let budget = 550;
+    let budget = 480;
     for src in [
         "struct B { input: 112 x 112 x 32, output: 64, padding: same, bias: both, activation: relu }",
         "struct B { input: 112 x 112 x 64, output: 128, stride: 2, padding: same }",

@@ -4,9 +4,40 @@ use core::fmt::{Debug, Display};
 use core::ops::{Add, Mul};
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for f64 {}
+    use separable_shape::LayerSpec;
+
+    use crate::Error;
+    use crate::weights::PytorchSlices;
+
+    /// Seals [`Element`](super::Element), and holds the work of generic functions compiled
+    /// here once per element type rather than in every program that calls them.
+    pub trait Sealed: Sized {
+        /// [`crate::weights::load_pytorch`]: destinations `[dw, pw]` and `[dw_bias, pw_bias]`.
+        fn load_pytorch(
+            context: &'static str,
+            spec: &LayerSpec,
+            src: PytorchSlices<'_, Self>,
+            weights: [&mut [Self]; 2],
+            biases: [Option<&mut [Self]>; 2],
+        ) -> Result<(), Error>;
+    }
+
+    macro_rules! sealed {
+        ($($t:ty),*) => {$(
+            impl Sealed for $t {
+                fn load_pytorch(
+                    context: &'static str,
+                    spec: &LayerSpec,
+                    src: PytorchSlices<'_, Self>,
+                    weights: [&mut [Self]; 2],
+                    biases: [Option<&mut [Self]>; 2],
+                ) -> Result<(), Error> {
+                    crate::weights::load_pytorch_into(context, spec, src, weights, biases)
+                }
+            }
+        )*};
+    }
+    sealed!(f32, f64);
 }
 
 /// A floating-point element type of tensors and weights: `f32` or `f64`.

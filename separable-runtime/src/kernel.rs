@@ -141,9 +141,68 @@ mod zeroable {
     impl<A: Sealed, const N: usize> Sealed for [A; N] {}
 }
 
+/// The arrays of generated layers seen flat: `[T; N]`, and `[[[T; C]; W]; H]` as `H·W·C`
+/// elements in HWC order.
+///
+/// Generated code calls `Flat::flat(x)` rather than chains of `as_flattened`, and the generic
+/// functions of this crate that take its arrays flatten them here: each is written and checked
+/// once, not in every layer.
+pub trait Flat: Zeroable {
+    /// `f32` or `f64`.
+    type Elem: Element;
+    /// The elements, in order.
+    fn flat(&self) -> &[Self::Elem];
+    /// The elements, in order, mutably.
+    fn flat_mut(&mut self) -> &mut [Self::Elem];
+}
+
+impl<T: Element, const N: usize> Flat for [T; N] {
+    type Elem = T;
+
+    #[inline(always)]
+    fn flat(&self) -> &[T] {
+        self
+    }
+
+    #[inline(always)]
+    fn flat_mut(&mut self) -> &mut [T] {
+        self
+    }
+}
+
+impl<T: Element, const C: usize, const W: usize, const H: usize> Flat for [[[T; C]; W]; H] {
+    type Elem = T;
+
+    #[inline(always)]
+    fn flat(&self) -> &[T] {
+        self.as_flattened().as_flattened()
+    }
+
+    #[inline(always)]
+    fn flat_mut(&mut self) -> &mut [T] {
+        self.as_flattened_mut().as_flattened_mut()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flat_arrays_are_their_elements_in_hwc_order() {
+        let mut x = [[[0.0f32; 3]; 2]; 2];
+        for (i, v) in x.iter_mut().flatten().flatten().enumerate() {
+            *v = i as f32;
+        }
+        let want: [f32; 12] = core::array::from_fn(|i| i as f32);
+        assert_eq!(Flat::flat(&x), &want);
+        Flat::flat_mut(&mut x)[7] = -1.0;
+        assert_eq!(x[1][0][1], -1.0);
+        let mut bias = [1.0f64, 2.0];
+        Flat::flat_mut(&mut bias)[1] = 5.0;
+        assert_eq!(Flat::flat(&bias), &[1.0, 5.0]);
+        assert!(Flat::flat(&[0.0f32; 0]).is_empty());
+    }
 
     #[test]
     fn multiplier_tap_spreads_each_input_channel() {

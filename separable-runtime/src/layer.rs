@@ -8,6 +8,29 @@ use crate::PytorchWeights;
 use crate::import::{self, Ctx, SafetensorsFile, TensorNames};
 use crate::{Element, Error, Tensor};
 
+/// `spec.shape()` for a generated layer, checked against the counts `separable_conv!` wrote
+/// as literals, `[PARAMS, MACS, STANDARD_PARAMS, STANDARD_MACS]`. Evaluated as a constant, so
+/// a disagreement between the macro's arithmetic and the runtime's fails the build.
+///
+/// # Panics
+/// If `spec` has no shape, or the counts differ from the shape's.
+#[doc(hidden)]
+#[must_use]
+pub const fn generated_shape(spec: &LayerSpec, counts: [usize; 4]) -> LayerShape {
+    let Ok(shape) = spec.shape() else {
+        panic!("`separable_conv!` accepted a shape the runtime rejects")
+    };
+    let [params, macs, standard_params, standard_macs] = counts;
+    assert!(
+        shape.params == params
+            && shape.macs == macs
+            && shape.standard_params == standard_params
+            && shape.standard_macs == standard_macs,
+        "`separable_conv!` and the runtime count parameters or multiply-adds differently"
+    );
+    shape
+}
+
 /// A layer's tensor type seen as flat HWC data, so that code generic over [`Layer`] can build
 /// its input and read its output. [`Tensor`] implements it, and every generated layer's
 /// `Input`, `Depthwise` and `Output` are tensors.
@@ -107,9 +130,16 @@ pub trait Layer: Sized {
     #[cfg(feature = "alloc")]
     fn to_pytorch(&self) -> PytorchWeights<Self::Elem>;
     /// Both stages.
-    fn forward(&self, input: &Self::Input) -> Self::Output;
+    #[must_use]
+    fn forward(&self, input: &Self::Input) -> Self::Output {
+        let mut output = Self::Output::zeros();
+        self.forward_into(input, &mut output);
+        output
+    }
     /// Both stages into `output`, allocating nothing.
-    fn forward_into(&self, input: &Self::Input, output: &mut Self::Output);
+    fn forward_into(&self, input: &Self::Input, output: &mut Self::Output) {
+        self.forward_into_with(crate::Isa::detect(), input, output);
+    }
     /// Both stages from and into the caller's HWC buffers (`static` arrays, DMA buffers, ...),
     /// without copying them into tensors; see the generated `forward_slices`. Allocates
     /// nothing, with or without the `alloc` feature.
@@ -159,9 +189,19 @@ pub trait Layer: Sized {
         output: &mut Self::Output,
     );
     /// The depthwise stage (with its bias and activation).
-    fn depthwise(&self, input: &Self::Input) -> Self::Depthwise;
+    #[must_use]
+    fn depthwise(&self, input: &Self::Input) -> Self::Depthwise {
+        let mut output = Self::Depthwise::zeros();
+        self.depthwise_into_with(crate::Isa::detect(), input, &mut output);
+        output
+    }
     /// The pointwise stage (with its bias and activation).
-    fn pointwise(&self, depthwise: &Self::Depthwise) -> Self::Output;
+    #[must_use]
+    fn pointwise(&self, depthwise: &Self::Depthwise) -> Self::Output {
+        let mut output = Self::Output::zeros();
+        self.pointwise_into_with(crate::Isa::detect(), depthwise, &mut output);
+        output
+    }
 
     #[cfg(feature = "alloc")]
     /// Loads [`PytorchWeights`], e.g. after
@@ -422,4 +462,43 @@ pub fn net_load_block<L: Layer>(
         &TensorNames::pytorch(&full),
     )?;
     L::from_pytorch_weights(&weights)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: LayerSpec = LayerSpec::new([5, 5, 3], 4);
+
+    fn counts() -> [usize; 4] {
+        let shape = SPEC.shape().unwrap();
+        [
+            shape.params,
+            shape.macs,
+            shape.standard_params,
+            shape.standard_macs,
+        ]
+    }
+
+    #[test]
+    fn generated_shape_is_the_specs_shape() {
+        assert_eq!(Ok(generated_shape(&SPEC, counts())), SPEC.shape());
+        // The seed of the README: 39 parameters against 108.
+        assert_eq!(counts()[0], 39);
+        assert_eq!(counts()[2], 108);
+    }
+
+    #[test]
+    #[should_panic(expected = "count parameters or multiply-adds differently")]
+    fn generated_shape_rejects_other_counts() {
+        let mut counts = counts();
+        counts[1] += 1;
+        let _ = generated_shape(&SPEC, counts);
+    }
+
+    #[test]
+    #[should_panic(expected = "accepted a shape the runtime rejects")]
+    fn generated_shape_rejects_a_spec_without_a_shape() {
+        let _ = generated_shape(&LayerSpec::new([5, 5, 0], 4), [0; 4]);
+    }
 }

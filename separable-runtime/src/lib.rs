@@ -63,7 +63,7 @@ pub mod __private {
     pub use crate::gemm::{
         Block as PointwiseBlock, Isa, Kernel, dispatch, dispatch_as, pointwise_block,
     };
-    pub use crate::kernel::Aligned;
+    pub use crate::kernel::{Aligned, Flat};
     pub use crate::kernel::{
         activate, activate_slice, channels, channels_mut, depthwise_tap, depthwise_tap_multiplier,
         pointwise_pixel, tap_range,
@@ -73,6 +73,7 @@ pub mod __private {
     // without `alloc` while the runtime has it.
     #[cfg(feature = "alloc")]
     pub use crate::import::SafetensorsFile;
+    pub use crate::layer::generated_shape;
     #[cfg(feature = "alloc")]
     pub use crate::layer::{net_load_block, net_safetensors_file};
     pub use crate::parallel::for_each_chunk_with;
@@ -81,9 +82,13 @@ pub mod __private {
         isa as planar_isa,
     };
     pub use crate::storage::{Owned, Storage};
-    pub use crate::strips::{StripLoops, StripPlan, StripWeights, forward as strips_forward};
-    pub use crate::tensor::{hwc, hwc_mut};
-    pub use crate::weights::{PointwiseWeights, PointwiseWeightsMut};
+    pub use crate::strips::{
+        StripLoops, StripPlan, StripWeights, depthwise_on_stack as strips_depthwise_on_stack,
+        forward as strips_forward, forward_on_stack as strips_forward_on_stack,
+        forward_parallel as strips_forward_parallel,
+    };
+    pub use crate::tensor::hwc_pair;
+    pub use crate::weights::{PointwiseWeights, PointwiseWeightsMut, load_pytorch_storage};
     #[cfg(feature = "alloc")]
     pub use alloc::boxed::Box;
     pub use core::result::Result;

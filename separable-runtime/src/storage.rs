@@ -151,6 +151,19 @@ impl<A: Zeroable> Storage<A> {
     pub fn zeroed() -> Self {
         Storage(Repr::Owned(Owned::zeroed()))
     }
+
+    /// The array, mutably, for a caller that overwrites all of it: static storage is replaced
+    /// by zeroed owned storage, not copied as a write through [`DerefMut`] copies it.
+    pub(crate) fn overwrite(&mut self) -> &mut A {
+        if let Repr::Static(_) = self.0 {
+            self.0 = Repr::Owned(Owned::zeroed());
+        }
+        match &mut self.0 {
+            Repr::Owned(owned) => owned,
+            // Replaced by owned storage just above.
+            Repr::Static(_) => unreachable!("static storage is replaced before a write"),
+        }
+    }
 }
 
 impl<A> Storage<A> {

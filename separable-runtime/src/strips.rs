@@ -144,6 +144,63 @@ pub fn forward<T: StripLoops>(
     }
 }
 
+/// [`forward`] with a scratch buffer of `LEN` elements on the stack: a generated layer's
+/// forward pass, `LEN` being its plan's [`StripPlan::scratch_len`].
+///
+/// # Panics
+/// As [`forward`], and if `LEN` is shorter than the plan's scratch.
+#[inline]
+pub fn forward_on_stack<T: StripLoops, const LEN: usize>(
+    isa: Isa,
+    plan: &StripPlan,
+    weights: &StripWeights<'_, T>,
+    x: &[T],
+    out: &mut [T],
+) {
+    let mut scratch = [T::ZERO; LEN];
+    forward(isa, plan, weights, x, out, &mut scratch);
+}
+
+/// [`StripLoops::depthwise`] with a scratch buffer of `LEN` elements on the stack, as
+/// [`forward_on_stack`].
+///
+/// # Panics
+/// As [`StripLoops::depthwise`], and if `LEN` is shorter than the plan's scratch.
+#[inline]
+pub fn depthwise_on_stack<T: StripLoops, const LEN: usize>(
+    isa: Isa,
+    plan: &StripPlan,
+    weights: &StripWeights<'_, T>,
+    x: &[T],
+    out: &mut [T],
+) {
+    let mut scratch = [T::ZERO; LEN];
+    T::depthwise(isa, plan, weights, x, out, &mut scratch);
+}
+
+/// [`forward_on_stack`] with the strips shared out among rayon's threads when the `rayon`
+/// feature is on (in order on this thread otherwise), one scratch buffer per task. Each strip is computed as in
+/// [`forward`], so the output is bit-identical.
+///
+/// # Panics
+/// As [`forward_on_stack`].
+pub fn forward_parallel<T: StripLoops, const LEN: usize>(
+    isa: Isa,
+    plan: &StripPlan,
+    weights: &StripWeights<'_, T>,
+    x: &[T],
+    out: &mut [T],
+) {
+    let [oh, ow, n] = plan.output;
+    assert_eq!(Some(out.len()), oh.checked_mul(ow * n), "output length");
+    crate::parallel::for_each_chunk_with(
+        out,
+        plan.rows * ow * n,
+        || [T::ZERO; LEN],
+        |scratch, strip, out| T::forward_strip(isa, plan, weights, x, strip, out, scratch),
+    );
+}
+
 #[allow(clippy::too_many_arguments)] // as `forward_strip`
 fn forward_strip_loop<T: StripLoops>(
     isa: Isa,

@@ -201,12 +201,41 @@ impl<const H: usize, const W: usize, const C: usize, T: Element> AsRef<[T]> for 
     }
 }
 
+/// The two buffers of a generated layer's `forward_slices`: [`hwc`] of `input` and
+/// [`hwc_mut`] of `output`, both checked before either is used.
+///
+/// # Errors
+/// [`Error::Length`] naming `context` and `input` or `output`, whichever has another length
+/// (`input` if both do).
+#[doc(hidden)]
+#[allow(clippy::type_complexity)] // the two nested arrays
+pub fn hwc_pair<
+    'a,
+    'b,
+    T,
+    const H: usize,
+    const W: usize,
+    const C: usize,
+    const OH: usize,
+    const OW: usize,
+    const N: usize,
+>(
+    context: &'static str,
+    input: &'a [T],
+    output: &'b mut [T],
+) -> Result<(&'a [[[T; C]; W]; H], &'b mut [[[T; N]; OW]; OH]), Error> {
+    Ok((
+        hwc(context, "input", input)?,
+        hwc_mut(context, "output", output)?,
+    ))
+}
+
 /// `data`, `H * W * C` elements in HWC order, as nested arrays indexed `[h][w][c]`: the same
 /// memory, no copy. Generated layers' `forward_slices` run their kernels on it.
 ///
 /// # Errors
 /// [`Error::Length`] naming `context` and `tensor` if `data` has another length.
-pub fn hwc<'a, T, const H: usize, const W: usize, const C: usize>(
+pub(crate) fn hwc<'a, T, const H: usize, const W: usize, const C: usize>(
     context: &'static str,
     tensor: &'static str,
     data: &'a [T],
@@ -229,7 +258,7 @@ pub fn hwc<'a, T, const H: usize, const W: usize, const C: usize>(
 ///
 /// # Errors
 /// [`Error::Length`] naming `context` and `tensor` if `data` has another length.
-pub fn hwc_mut<'a, T, const H: usize, const W: usize, const C: usize>(
+pub(crate) fn hwc_mut<'a, T, const H: usize, const W: usize, const C: usize>(
     context: &'static str,
     tensor: &'static str,
     data: &'a mut [T],
@@ -323,6 +352,31 @@ mod tests {
         let view = hwc_mut::<_, 2, 3, 4>("f", "output", &mut data).unwrap();
         view[1][0][1] = -1.0;
         assert_eq!(data[(3) * 4 + 1], -1.0);
+    }
+
+    #[test]
+    fn hwc_pair_checks_both_buffers() {
+        let (input, mut output) = ([0.0f32; 12], [0.0f32; 12]);
+        let (x, out) = hwc_pair::<_, 2, 3, 2, 3, 4, 1>("L", &input, &mut output).unwrap();
+        assert_eq!((x.len(), out.len()), (2, 3));
+        // Both are checked before either is used; the input is named first.
+        let e = hwc_pair::<_, 2, 3, 2, 3, 4, 1>("L", &input[1..], &mut output[1..]);
+        assert!(matches!(
+            e,
+            Err(Error::Length {
+                tensor: "input",
+                ..
+            })
+        ));
+        let e = hwc_pair::<_, 2, 3, 2, 3, 4, 1>("L", &input, &mut output[1..]);
+        assert!(matches!(
+            e,
+            Err(Error::Length {
+                tensor: "output",
+                actual: 11,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -13,6 +13,8 @@ use alloc::vec::Vec;
 
 use separable_shape::LayerSpec;
 
+use crate::kernel::Flat;
+use crate::storage::Storage;
 use crate::{Dims, Element, Error};
 
 /// The four tensors of a layer in PyTorch's layouts, in the argument order of generated
@@ -73,7 +75,9 @@ pub const fn pytorch_pointwise_dims(spec: &LayerSpec) -> Dims {
 ///
 /// # Panics
 /// If the destination slices do not match `spec` (a bug in the caller, not bad user data).
-#[allow(clippy::too_many_arguments)] // the four tensors and their four destinations
+///
+/// The work is compiled once, in this crate, for `f32` and for `f64`: a program with many
+/// layers calls one loader rather than compiling a copy of it.
 pub fn load_pytorch<T: Element>(
     context: &'static str,
     spec: &LayerSpec,
@@ -82,6 +86,55 @@ pub fn load_pytorch<T: Element>(
     dw_bias: Option<&mut [T]>,
     pw: &mut [T],
     pw_bias: Option<&mut [T]>,
+) -> Result<(), Error> {
+    T::load_pytorch(context, spec, src, [dw, pw], [dw_bias, pw_bias])
+}
+
+/// [`load_pytorch`] into a generated layer's storages, which it overwrites whole (static
+/// storage is replaced, not copied): a generated `from_pytorch` is this one call on a zeroed
+/// layer. A bias the layer does not declare is `None`.
+///
+/// # Errors
+/// As [`load_pytorch`]; the storages may then hold anything.
+#[doc(hidden)]
+#[allow(clippy::type_complexity)] // the layer's four storages, in `PytorchSlices`' order
+pub fn load_pytorch_storage<T, Dw, DwBias, Pw, PwBias>(
+    context: &'static str,
+    spec: &LayerSpec,
+    src: PytorchSlices<'_, T>,
+    (dw, dw_bias, pw, pw_bias): (
+        &mut Storage<Dw>,
+        Option<&mut Storage<DwBias>>,
+        &mut Storage<Pw>,
+        Option<&mut Storage<PwBias>>,
+    ),
+) -> Result<(), Error>
+where
+    T: Element,
+    Dw: Flat<Elem = T>,
+    DwBias: Flat<Elem = T>,
+    Pw: Flat<Elem = T>,
+    PwBias: Flat<Elem = T>,
+{
+    T::load_pytorch(
+        context,
+        spec,
+        src,
+        [dw.overwrite().flat_mut(), pw.overwrite().flat_mut()],
+        [
+            dw_bias.map(|b| b.overwrite().flat_mut()),
+            pw_bias.map(|b| b.overwrite().flat_mut()),
+        ],
+    )
+}
+
+/// The body of [`load_pytorch`], instantiated here by `Element`'s (sealed) implementations.
+pub(crate) fn load_pytorch_into<T: Element>(
+    context: &'static str,
+    spec: &LayerSpec,
+    src: PytorchSlices<'_, T>,
+    [dw, pw]: [&mut [T]; 2],
+    [dw_bias, pw_bias]: [Option<&mut [T]>; 2],
 ) -> Result<(), Error> {
     let (src_dw, src_dw_bias, src_pw, src_pw_bias) = src;
     let [kh, kw] = spec.kernel;
@@ -250,6 +303,70 @@ mod tests {
                 actual: 67,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    #[cfg(feature = "alloc")]
+    fn a_layer_loads_its_storages_in_one_call() {
+        use crate::kernel::Aligned;
+        static DW: Aligned<[[[f32; 4]; 3]; 2]> = Aligned([[[9.0; 4]; 3]; 2]);
+        let spec = spec();
+        let src_dw: Vec<f32> = (0..24).map(|i| i as f32).collect(); // [4][1][2][3]
+        let src_pw: Vec<f32> = (0..12).map(|i| 100.0 + i as f32).collect(); // [3][4][1][1]
+        let (db, pb) = ([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0]);
+        let src = (&src_dw[..], Some(&db[..]), &src_pw[..], Some(&pb[..]));
+        // Storages loaded in one call hold what `load_pytorch` writes; static storage is
+        // replaced, and the static array keeps its values.
+        let mut dw = Storage::from_static(&DW);
+        let (mut dw_bias, mut pw) = (
+            Storage::<[f32; 4]>::zeroed(),
+            Storage::<[f32; 64]>::zeroed(),
+        );
+        let mut pw_bias = Storage::<[f32; 3]>::zeroed();
+        let storages = (&mut dw, Some(&mut dw_bias), &mut pw, Some(&mut pw_bias));
+        load_pytorch_storage("L::from_pytorch", &spec, src, storages).unwrap();
+        let (mut want_dw, mut want_pw) = ([0.0; 24], [0.0; 64]);
+        let (mut want_db, mut want_pb) = ([0.0; 4], [0.0; 3]);
+        load_pytorch(
+            "t",
+            &spec,
+            src,
+            &mut want_dw,
+            Some(&mut want_db),
+            &mut want_pw,
+            Some(&mut want_pb),
+        )
+        .unwrap();
+        assert!(!dw.is_static());
+        assert_eq!(Flat::flat(&*dw), &want_dw);
+        assert_eq!(DW.0, [[[9.0; 4]; 3]; 2]);
+        assert_eq!((*dw_bias, *pw, *pw_bias), (want_db, want_pw, want_pb));
+        // A layer without biases passes none.
+        let bare = spec.with_bias(Bias::None);
+        let none = None::<&mut Storage<[f32; 0]>>;
+        let storages = (&mut dw, none, &mut pw, None::<&mut Storage<[f32; 0]>>);
+        load_pytorch_storage(
+            "L::from_pytorch",
+            &bare,
+            (&src_dw, None, &src_pw, None),
+            storages,
+        )
+        .unwrap();
+        assert_eq!(*pw, want_pw);
+        // Errors name the call and the tensor.
+        let storages = (&mut dw, Some(&mut dw_bias), &mut pw, Some(&mut pw_bias));
+        let src = (&src_dw[..], Some(&db[..]), &src_pw[1..], Some(&pb[..]));
+        let e = load_pytorch_storage("L::from_pytorch", &spec, src, storages).err();
+        assert!(matches!(
+            e,
+            Some(Error::Length {
+                context: "L::from_pytorch",
+                tensor: "pointwise.weight",
+                expected: 12,
+                actual: 11,
+                ..
+            })
         ));
     }
 

@@ -9,6 +9,16 @@ pub struct Block2 {
 }
 const _: () = {
     use ::separable::__private as __sep;
+    type __SepInput = ::separable::Tensor<112, 112, 64>;
+    type __SepDepthwise = ::separable::Tensor<56, 56, 64>;
+    type __SepOutput = ::separable::Tensor<56, 56, 128>;
+    type __SepInputArray = [[[f32; 64]; 112]; 112];
+    type __SepDepthwiseArray = [[[f32; 64]; 56]; 56];
+    type __SepOutputArray = [[[f32; 128]; 56]; 56];
+    type __SepDepthwisePixel = [f32; 64];
+    type __SepOutputPixel = [f32; 128];
+    type __SepDepthwiseWeight = [[[f32; 64]; 3]; 3];
+    type __SepPointwiseWeight = [f32; 8192];
     #[allow(dead_code)]
     impl Block2 {
         /// The struct's name.
@@ -45,12 +55,10 @@ const _: () = {
             bias: ::separable::Bias::Both,
         };
         /// Every size derived from [`Self::SPEC`] by the runtime's shape arithmetic.
-        pub const SHAPE: ::separable::LayerShape = match Self::SPEC.shape() {
-            __sep::Result::Ok(shape) => shape,
-            __sep::Result::Err(_) => {
-                panic!("`separable_conv!` accepted a shape the runtime rejects")
-            }
-        };
+        pub const SHAPE: ::separable::LayerShape = __sep::generated_shape(
+            &Self::SPEC,
+            [Self::PARAMS, Self::MACS, Self::STANDARD_PARAMS, Self::STANDARD_MACS],
+        );
         /// The activation after the depthwise stage.
         pub const DEPTHWISE_ACTIVATION: ::separable::Activation = ::separable::Activation::Relu;
         /// The activation after the pointwise stage.
@@ -79,53 +87,49 @@ const _: () = {
             pw_weight: &[f32],
             pw_bias: ::core::option::Option<&[f32]>,
         ) -> ::core::result::Result<Self, ::separable::Error> {
-            let mut dw_array = __sep::Owned::<[[[f32; 64]; 3]; 3]>::zeroed();
-            let mut dw_bias_array = __sep::Owned::<[f32; 64]>::zeroed();
-            let mut pw_array = __sep::Owned::<[f32; 8192]>::zeroed();
-            let mut pw_bias_array = __sep::Owned::<[f32; 128]>::zeroed();
-            ::separable::weights::load_pytorch(
+            let mut layer = Self::zeroed();
+            __sep::load_pytorch_storage(
                 "Block2::from_pytorch",
                 &Self::SPEC,
                 (dw_weight, dw_bias, pw_weight, pw_bias),
-                dw_array.as_flattened_mut().as_flattened_mut(),
-                ::core::option::Option::Some(&mut dw_bias_array[..]),
-                &mut pw_array[..],
-                ::core::option::Option::Some(&mut pw_bias_array[..]),
+                (
+                    &mut layer.depthwise_weight,
+                    ::core::option::Option::Some(&mut layer.depthwise_bias),
+                    &mut layer.pointwise_weight,
+                    ::core::option::Option::Some(&mut layer.pointwise_bias),
+                ),
             )?;
-            ::core::result::Result::Ok(Self {
-                depthwise_weight: __sep::Storage::from_owned(dw_array),
-                depthwise_bias: __sep::Storage::from_owned(dw_bias_array),
-                pointwise_weight: __sep::Storage::from_owned(pw_array),
-                pointwise_bias: __sep::Storage::from_owned(pw_bias_array),
-            })
+            ::core::result::Result::Ok(layer)
         }
         __sep::alloc_only! {
             #[doc =
             r" The weights and biases in PyTorch's layouts (the inverse of `from_pytorch`; needs"]
             #[doc = r" the `alloc` feature)."] #[must_use] pub fn to_pytorch(& self) ->
             ::separable::weights::PytorchWeights < f32 > {
-            ::separable::weights::to_pytorch(& Self::SPEC, self.depthwise_weight
-            .as_flattened().as_flattened(), ::core::option::Option::Some(& self
-            .depthwise_bias[..]), & self.pointwise_weight[..],
-            ::core::option::Option::Some(& self.pointwise_bias[..]),) }
+            ::separable::weights::to_pytorch(& Self::SPEC, __sep::Flat::flat(& * self
+            .depthwise_weight), ::core::option::Option::Some(__sep::Flat::flat(& * self
+            .depthwise_bias)), __sep::Flat::flat(& * self.pointwise_weight),
+            ::core::option::Option::Some(__sep::Flat::flat(& * self.pointwise_bias)),) }
         }
         /// Depthwise weights indexed `[kh][kw][c·M + m]`: tap `(kh, kw)` of depthwise channel
         /// `c·M + m`, which reads input channel `c`.
         #[must_use]
-        pub fn depthwise_weight(&self) -> &[[[f32; 64]; 3]; 3] {
+        pub fn depthwise_weight(&self) -> &__SepDepthwiseWeight {
             &self.depthwise_weight
         }
         /// Depthwise weights, mutably; see [`Self::depthwise_weight`].
-        pub fn depthwise_weight_mut(&mut self) -> &mut [[[f32; 64]; 3]; 3] {
+        pub fn depthwise_weight_mut(&mut self) -> &mut __SepDepthwiseWeight {
             &mut self.depthwise_weight
         }
         /// The depthwise bias, one per depthwise channel; `None` unless `bias: both`.
         #[must_use]
-        pub fn depthwise_bias(&self) -> ::core::option::Option<&[f32; 64]> {
+        pub fn depthwise_bias(&self) -> ::core::option::Option<&__SepDepthwisePixel> {
             ::core::option::Option::Some(&*self.depthwise_bias)
         }
         /// The depthwise bias, mutably; `None` unless `bias: both`.
-        pub fn depthwise_bias_mut(&mut self) -> ::core::option::Option<&mut [f32; 64]> {
+        pub fn depthwise_bias_mut(
+            &mut self,
+        ) -> ::core::option::Option<&mut __SepDepthwisePixel> {
             ::core::option::Option::Some(&mut *self.depthwise_bias)
         }
         /// Pointwise weights, indexed `[(k, n)]`: from depthwise channel `k` to output
@@ -135,7 +139,7 @@ const _: () = {
             &self,
         ) -> ::separable::weights::PointwiseWeights<'_, f32> {
             ::separable::weights::PointwiseWeights::new(
-                &self.pointwise_weight[..],
+                __sep::Flat::flat(&*self.pointwise_weight),
                 64,
                 128,
             )
@@ -145,37 +149,32 @@ const _: () = {
             &mut self,
         ) -> ::separable::weights::PointwiseWeightsMut<'_, f32> {
             ::separable::weights::PointwiseWeightsMut::new(
-                &mut self.pointwise_weight[..],
+                __sep::Flat::flat_mut(&mut *self.pointwise_weight),
                 64,
                 128,
             )
         }
         /// The pointwise bias, one per output channel; `None` with `bias: none`.
         #[must_use]
-        pub fn pointwise_bias(&self) -> ::core::option::Option<&[f32; 128]> {
+        pub fn pointwise_bias(&self) -> ::core::option::Option<&__SepOutputPixel> {
             ::core::option::Option::Some(&*self.pointwise_bias)
         }
         /// The pointwise bias, mutably; `None` with `bias: none`.
-        pub fn pointwise_bias_mut(&mut self) -> ::core::option::Option<&mut [f32; 128]> {
+        pub fn pointwise_bias_mut(
+            &mut self,
+        ) -> ::core::option::Option<&mut __SepOutputPixel> {
             ::core::option::Option::Some(&mut *self.pointwise_bias)
         }
         /// Runs both stages.
         #[must_use]
-        pub fn forward(
-            &self,
-            input: &::separable::Tensor<112, 112, 64>,
-        ) -> ::separable::Tensor<56, 56, 128> {
-            let mut output = <::separable::Tensor<56, 56, 128>>::zeros();
+        pub fn forward(&self, input: &__SepInput) -> __SepOutput {
+            let mut output = <__SepOutput>::zeros();
             self.forward_into(input, &mut output);
             output
         }
         /// Runs both stages into `output`, allocating nothing: the depthwise output goes
         /// straight into the pointwise stage through a small buffer on the stack.
-        pub fn forward_into(
-            &self,
-            input: &::separable::Tensor<112, 112, 64>,
-            output: &mut ::separable::Tensor<56, 56, 128>,
-        ) {
+        pub fn forward_into(&self, input: &__SepInput, output: &mut __SepOutput) {
             self.forward_into_with(::separable::Isa::detect(), input, output);
         }
         /// [`Self::forward_into`] with a chosen instruction set.
@@ -185,8 +184,8 @@ const _: () = {
         pub fn forward_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<112, 112, 64>,
-            output: &mut ::separable::Tensor<56, 56, 128>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
             self.forward_arrays(isa, input.as_array(), output.as_array_mut());
         }
@@ -200,18 +199,11 @@ const _: () = {
             input: &[f32],
             output: &mut [f32],
         ) -> ::core::result::Result<(), ::separable::Error> {
-            let x = __sep::hwc::<
-                f32,
-                112,
-                112,
-                64,
-            >("Block2::forward_slices", "input", input)?;
-            let out = __sep::hwc_mut::<
-                f32,
-                56,
-                56,
-                128,
-            >("Block2::forward_slices", "output", output)?;
+            let (x, out): (&__SepInputArray, &mut __SepOutputArray) = __sep::hwc_pair(
+                "Block2::forward_slices",
+                input,
+                output,
+            )?;
             self.forward_arrays(::separable::Isa::detect(), x, out);
             ::core::result::Result::Ok(())
         }
@@ -219,56 +211,48 @@ const _: () = {
         fn forward_arrays(
             &self,
             isa: ::separable::Isa,
-            x: &[[[f32; 64]; 112]; 112],
-            out: &mut [[[f32; 128]; 56]; 56],
+            x: &__SepInputArray,
+            out: &mut __SepOutputArray,
         ) {
-            self.forward_strips(isa, x, out)
+            __sep::strips_forward_on_stack::<
+                f32,
+                14336,
+            >(
+                isa,
+                &Self::__STRIPS,
+                &self.strip_weights(),
+                __sep::Flat::flat(x),
+                __sep::Flat::flat_mut(out),
+            )
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
         /// same way whichever thread runs it, so the result is bit-identical to `forward_into`.
         pub fn forward_into_parallel(
             &self,
-            input: &::separable::Tensor<112, 112, 64>,
-            output: &mut ::separable::Tensor<56, 56, 128>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
-            let isa = ::separable::Isa::detect();
-            let x = input.as_array().as_flattened().as_flattened();
-            let weights = self.strip_weights();
-            let out = output.as_array_mut().as_flattened_mut().as_flattened_mut();
-            __sep::for_each_chunk_with(
-                out,
-                28672,
-                || [0.0_f32; 14336],
-                |scratch, strip, out| {
-                    <f32 as __sep::StripLoops>::forward_strip(
-                        isa,
-                        &Self::__STRIPS,
-                        &weights,
-                        x,
-                        strip,
-                        out,
-                        scratch,
-                    );
-                },
+            __sep::strips_forward_parallel::<
+                f32,
+                14336,
+            >(
+                ::separable::Isa::detect(),
+                &Self::__STRIPS,
+                &self.strip_weights(),
+                __sep::Flat::flat(input.as_array()),
+                __sep::Flat::flat_mut(output.as_array_mut()),
             );
         }
         /// Runs the depthwise stage (with its bias and activation).
         #[must_use]
-        pub fn depthwise(
-            &self,
-            input: &::separable::Tensor<112, 112, 64>,
-        ) -> ::separable::Tensor<56, 56, 64> {
-            let mut output = <::separable::Tensor<56, 56, 64>>::zeros();
+        pub fn depthwise(&self, input: &__SepInput) -> __SepDepthwise {
+            let mut output = <__SepDepthwise>::zeros();
             self.depthwise_into(input, &mut output);
             output
         }
         /// Runs the depthwise stage into `output`, allocating nothing.
-        pub fn depthwise_into(
-            &self,
-            input: &::separable::Tensor<112, 112, 64>,
-            output: &mut ::separable::Tensor<56, 56, 64>,
-        ) {
+        pub fn depthwise_into(&self, input: &__SepInput, output: &mut __SepDepthwise) {
             self.depthwise_into_with(::separable::Isa::detect(), input, output);
         }
         /// [`Self::depthwise_into`] with a chosen instruction set.
@@ -278,26 +262,32 @@ const _: () = {
         pub fn depthwise_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<112, 112, 64>,
-            output: &mut ::separable::Tensor<56, 56, 64>,
+            input: &__SepInput,
+            output: &mut __SepDepthwise,
         ) {
-            self.depthwise_strips(isa, input.as_array(), output.as_array_mut())
+            __sep::strips_depthwise_on_stack::<
+                f32,
+                14336,
+            >(
+                isa,
+                &Self::__STRIPS,
+                &self.strip_weights(),
+                __sep::Flat::flat(input.as_array()),
+                __sep::Flat::flat_mut(output.as_array_mut()),
+            )
         }
         /// Runs the pointwise stage (with its bias and activation) on a depthwise output.
         #[must_use]
-        pub fn pointwise(
-            &self,
-            depthwise: &::separable::Tensor<56, 56, 64>,
-        ) -> ::separable::Tensor<56, 56, 128> {
-            let mut output = <::separable::Tensor<56, 56, 128>>::zeros();
+        pub fn pointwise(&self, depthwise: &__SepDepthwise) -> __SepOutput {
+            let mut output = <__SepOutput>::zeros();
             self.pointwise_into(depthwise, &mut output);
             output
         }
         /// Runs the pointwise stage into `output`, allocating nothing.
         pub fn pointwise_into(
             &self,
-            depthwise: &::separable::Tensor<56, 56, 64>,
-            output: &mut ::separable::Tensor<56, 56, 128>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
             self.pointwise_into_with(::separable::Isa::detect(), depthwise, output);
         }
@@ -308,10 +298,16 @@ const _: () = {
         pub fn pointwise_into_with(
             &self,
             isa: ::separable::Isa,
-            depthwise: &::separable::Tensor<56, 56, 64>,
-            output: &mut ::separable::Tensor<56, 56, 128>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
-            self.pointwise_strips(isa, depthwise.as_array(), output.as_array_mut())
+            <f32 as __sep::StripLoops>::pointwise(
+                isa,
+                &Self::__STRIPS,
+                &self.strip_weights(),
+                __sep::Flat::flat(depthwise.as_array()),
+                __sep::Flat::flat_mut(output.as_array_mut()),
+            )
         }
         /// Output rows in strips and channels in blocks, for the runtime's strip loops.
         const __STRIPS: __sep::StripPlan = __sep::StripPlan {
@@ -333,68 +329,22 @@ const _: () = {
         /// The weights as the strip loops read them.
         fn strip_weights(&self) -> __sep::StripWeights<'_, f32> {
             __sep::StripWeights {
-                depthwise: self.depthwise_weight.as_flattened().as_flattened(),
-                depthwise_bias: ::core::option::Option::Some(&self.depthwise_bias[..]),
-                pointwise: &self.pointwise_weight[..],
-                pointwise_bias: ::core::option::Option::Some(&self.pointwise_bias[..]),
+                depthwise: __sep::Flat::flat(&*self.depthwise_weight),
+                depthwise_bias: ::core::option::Option::Some(
+                    __sep::Flat::flat(&*self.depthwise_bias),
+                ),
+                pointwise: __sep::Flat::flat(&*self.pointwise_weight),
+                pointwise_bias: ::core::option::Option::Some(
+                    __sep::Flat::flat(&*self.pointwise_bias),
+                ),
             }
-        }
-        /// Both stages over strips of output rows; a strip's depthwise output stays in
-        /// `scratch`, on the stack and sized for the cache.
-        fn forward_strips(
-            &self,
-            isa: __sep::Isa,
-            x: &[[[f32; 64]; 112]; 112],
-            out: &mut [[[f32; 128]; 56]; 56],
-        ) {
-            let mut scratch = [0.0_f32; 14336];
-            __sep::strips_forward(
-                isa,
-                &Self::__STRIPS,
-                &self.strip_weights(),
-                x.as_flattened().as_flattened(),
-                out.as_flattened_mut().as_flattened_mut(),
-                &mut scratch,
-            );
-        }
-        /// The depthwise stage alone, over the same strips and blocks as `forward_strips`.
-        fn depthwise_strips(
-            &self,
-            isa: __sep::Isa,
-            x: &[[[f32; 64]; 112]; 112],
-            out: &mut [[[f32; 64]; 56]; 56],
-        ) {
-            let mut scratch = [0.0_f32; 14336];
-            <f32 as __sep::StripLoops>::depthwise(
-                isa,
-                &Self::__STRIPS,
-                &self.strip_weights(),
-                x.as_flattened().as_flattened(),
-                out.as_flattened_mut().as_flattened_mut(),
-                &mut scratch,
-            );
-        }
-        /// The pointwise stage alone, over strips of rows of the depthwise output.
-        fn pointwise_strips(
-            &self,
-            isa: __sep::Isa,
-            y: &[[[f32; 64]; 56]; 56],
-            out: &mut [[[f32; 128]; 56]; 56],
-        ) {
-            <f32 as __sep::StripLoops>::pointwise(
-                isa,
-                &Self::__STRIPS,
-                &self.strip_weights(),
-                y.as_flattened().as_flattened(),
-                out.as_flattened_mut().as_flattened_mut(),
-            );
         }
     }
     impl ::separable::Layer for Block2 {
         type Elem = f32;
-        type Input = ::separable::Tensor<112, 112, 64>;
-        type Depthwise = ::separable::Tensor<56, 56, 64>;
-        type Output = ::separable::Tensor<56, 56, 128>;
+        type Input = __SepInput;
+        type Depthwise = __SepDepthwise;
+        type Output = __SepOutput;
         const NAME: &'static str = Block2::NAME;
         const SPEC: ::separable::LayerSpec = Block2::SPEC;
         const SHAPE: ::separable::LayerShape = Block2::SHAPE;
@@ -415,19 +365,6 @@ const _: () = {
             fn to_pytorch(& self) -> ::separable::weights::PytorchWeights < f32 > {
             Block2::to_pytorch(self) }
         }
-        fn forward(
-            &self,
-            input: &::separable::Tensor<112, 112, 64>,
-        ) -> ::separable::Tensor<56, 56, 128> {
-            Block2::forward(self, input)
-        }
-        fn forward_into(
-            &self,
-            input: &::separable::Tensor<112, 112, 64>,
-            output: &mut ::separable::Tensor<56, 56, 128>,
-        ) {
-            Block2::forward_into(self, input, output)
-        }
         fn forward_slices(
             &self,
             input: &[f32],
@@ -438,43 +375,27 @@ const _: () = {
         fn forward_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<112, 112, 64>,
-            output: &mut ::separable::Tensor<56, 56, 128>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
             Block2::forward_into_with(self, isa, input, output)
         }
         fn depthwise_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<112, 112, 64>,
-            output: &mut ::separable::Tensor<56, 56, 64>,
+            input: &__SepInput,
+            output: &mut __SepDepthwise,
         ) {
             Block2::depthwise_into_with(self, isa, input, output)
         }
         fn pointwise_into_with(
             &self,
             isa: ::separable::Isa,
-            depthwise: &::separable::Tensor<56, 56, 64>,
-            output: &mut ::separable::Tensor<56, 56, 128>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
             Block2::pointwise_into_with(self, isa, depthwise, output)
         }
-        fn depthwise(
-            &self,
-            input: &::separable::Tensor<112, 112, 64>,
-        ) -> ::separable::Tensor<56, 56, 64> {
-            Block2::depthwise(self, input)
-        }
-        fn pointwise(
-            &self,
-            depthwise: &::separable::Tensor<56, 56, 64>,
-        ) -> ::separable::Tensor<56, 56, 128> {
-            Block2::pointwise(self, depthwise)
-        }
     }
-    const _: () = assert!(
-        Block2::PARAMS == Block2::SHAPE.params && Block2::MACS == Block2::SHAPE.macs &&
-        Block2::STANDARD_PARAMS == Block2::SHAPE.standard_params && Block2::STANDARD_MACS
-        == Block2::SHAPE.standard_macs
-    );
+    const _: ::separable::LayerShape = Block2::SHAPE;
 };

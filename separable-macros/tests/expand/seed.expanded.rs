@@ -8,6 +8,16 @@ pub struct Seed {
 }
 const _: () = {
     use ::separable::__private as __sep;
+    type __SepInput = ::separable::Tensor<5, 5, 3>;
+    type __SepDepthwise = ::separable::Tensor<5, 5, 3>;
+    type __SepOutput = ::separable::Tensor<5, 5, 4>;
+    type __SepInputArray = [[[f32; 3]; 5]; 5];
+    type __SepDepthwiseArray = [[[f32; 3]; 5]; 5];
+    type __SepOutputArray = [[[f32; 4]; 5]; 5];
+    type __SepDepthwisePixel = [f32; 3];
+    type __SepOutputPixel = [f32; 4];
+    type __SepDepthwiseWeight = [[[f32; 3]; 3]; 3];
+    type __SepPointwiseWeight = [f32; 48];
     #[allow(dead_code)]
     impl Seed {
         /// The struct's name.
@@ -44,12 +54,10 @@ const _: () = {
             bias: ::separable::Bias::None,
         };
         /// Every size derived from [`Self::SPEC`] by the runtime's shape arithmetic.
-        pub const SHAPE: ::separable::LayerShape = match Self::SPEC.shape() {
-            __sep::Result::Ok(shape) => shape,
-            __sep::Result::Err(_) => {
-                panic!("`separable_conv!` accepted a shape the runtime rejects")
-            }
-        };
+        pub const SHAPE: ::separable::LayerShape = __sep::generated_shape(
+            &Self::SPEC,
+            [Self::PARAMS, Self::MACS, Self::STANDARD_PARAMS, Self::STANDARD_MACS],
+        );
         /// The activation after the depthwise stage.
         pub const DEPTHWISE_ACTIVATION: ::separable::Activation = ::separable::Activation::None;
         /// The activation after the pointwise stage.
@@ -76,48 +84,48 @@ const _: () = {
             pw_weight: &[f32],
             pw_bias: ::core::option::Option<&[f32]>,
         ) -> ::core::result::Result<Self, ::separable::Error> {
-            let mut dw_array = __sep::Owned::<[[[f32; 3]; 3]; 3]>::zeroed();
-            let mut pw_array = __sep::Owned::<[f32; 48]>::zeroed();
-            ::separable::weights::load_pytorch(
+            let mut layer = Self::zeroed();
+            __sep::load_pytorch_storage(
                 "Seed::from_pytorch",
                 &Self::SPEC,
                 (dw_weight, dw_bias, pw_weight, pw_bias),
-                dw_array.as_flattened_mut().as_flattened_mut(),
-                ::core::option::Option::None,
-                &mut pw_array[..],
-                ::core::option::Option::None,
+                (
+                    &mut layer.depthwise_weight,
+                    ::core::option::Option::None::<&mut __sep::Storage<[f32; 0]>>,
+                    &mut layer.pointwise_weight,
+                    ::core::option::Option::None::<&mut __sep::Storage<[f32; 0]>>,
+                ),
             )?;
-            ::core::result::Result::Ok(Self {
-                depthwise_weight: __sep::Storage::from_owned(dw_array),
-                pointwise_weight: __sep::Storage::from_owned(pw_array),
-            })
+            ::core::result::Result::Ok(layer)
         }
         __sep::alloc_only! {
             #[doc =
             r" The weights and biases in PyTorch's layouts (the inverse of `from_pytorch`; needs"]
             #[doc = r" the `alloc` feature)."] #[must_use] pub fn to_pytorch(& self) ->
             ::separable::weights::PytorchWeights < f32 > {
-            ::separable::weights::to_pytorch(& Self::SPEC, self.depthwise_weight
-            .as_flattened().as_flattened(), ::core::option::Option::None, & self
-            .pointwise_weight[..], ::core::option::Option::None,) }
+            ::separable::weights::to_pytorch(& Self::SPEC, __sep::Flat::flat(& * self
+            .depthwise_weight), ::core::option::Option::None, __sep::Flat::flat(& * self
+            .pointwise_weight), ::core::option::Option::None,) }
         }
         /// Depthwise weights indexed `[kh][kw][c·M + m]`: tap `(kh, kw)` of depthwise channel
         /// `c·M + m`, which reads input channel `c`.
         #[must_use]
-        pub fn depthwise_weight(&self) -> &[[[f32; 3]; 3]; 3] {
+        pub fn depthwise_weight(&self) -> &__SepDepthwiseWeight {
             &self.depthwise_weight
         }
         /// Depthwise weights, mutably; see [`Self::depthwise_weight`].
-        pub fn depthwise_weight_mut(&mut self) -> &mut [[[f32; 3]; 3]; 3] {
+        pub fn depthwise_weight_mut(&mut self) -> &mut __SepDepthwiseWeight {
             &mut self.depthwise_weight
         }
         /// The depthwise bias, one per depthwise channel; `None` unless `bias: both`.
         #[must_use]
-        pub fn depthwise_bias(&self) -> ::core::option::Option<&[f32; 3]> {
+        pub fn depthwise_bias(&self) -> ::core::option::Option<&__SepDepthwisePixel> {
             ::core::option::Option::None
         }
         /// The depthwise bias, mutably; `None` unless `bias: both`.
-        pub fn depthwise_bias_mut(&mut self) -> ::core::option::Option<&mut [f32; 3]> {
+        pub fn depthwise_bias_mut(
+            &mut self,
+        ) -> ::core::option::Option<&mut __SepDepthwisePixel> {
             ::core::option::Option::None
         }
         /// Pointwise weights, indexed `[(k, n)]`: from depthwise channel `k` to output
@@ -126,44 +134,43 @@ const _: () = {
         pub fn pointwise_weight(
             &self,
         ) -> ::separable::weights::PointwiseWeights<'_, f32> {
-            ::separable::weights::PointwiseWeights::new(&self.pointwise_weight[..], 3, 4)
+            ::separable::weights::PointwiseWeights::new(
+                __sep::Flat::flat(&*self.pointwise_weight),
+                3,
+                4,
+            )
         }
         /// Pointwise weights, mutably; see [`Self::pointwise_weight`].
         pub fn pointwise_weight_mut(
             &mut self,
         ) -> ::separable::weights::PointwiseWeightsMut<'_, f32> {
             ::separable::weights::PointwiseWeightsMut::new(
-                &mut self.pointwise_weight[..],
+                __sep::Flat::flat_mut(&mut *self.pointwise_weight),
                 3,
                 4,
             )
         }
         /// The pointwise bias, one per output channel; `None` with `bias: none`.
         #[must_use]
-        pub fn pointwise_bias(&self) -> ::core::option::Option<&[f32; 4]> {
+        pub fn pointwise_bias(&self) -> ::core::option::Option<&__SepOutputPixel> {
             ::core::option::Option::None
         }
         /// The pointwise bias, mutably; `None` with `bias: none`.
-        pub fn pointwise_bias_mut(&mut self) -> ::core::option::Option<&mut [f32; 4]> {
+        pub fn pointwise_bias_mut(
+            &mut self,
+        ) -> ::core::option::Option<&mut __SepOutputPixel> {
             ::core::option::Option::None
         }
         /// Runs both stages.
         #[must_use]
-        pub fn forward(
-            &self,
-            input: &::separable::Tensor<5, 5, 3>,
-        ) -> ::separable::Tensor<5, 5, 4> {
-            let mut output = <::separable::Tensor<5, 5, 4>>::zeros();
+        pub fn forward(&self, input: &__SepInput) -> __SepOutput {
+            let mut output = <__SepOutput>::zeros();
             self.forward_into(input, &mut output);
             output
         }
         /// Runs both stages into `output`, allocating nothing: the depthwise output goes
         /// straight into the pointwise stage through a small buffer on the stack.
-        pub fn forward_into(
-            &self,
-            input: &::separable::Tensor<5, 5, 3>,
-            output: &mut ::separable::Tensor<5, 5, 4>,
-        ) {
+        pub fn forward_into(&self, input: &__SepInput, output: &mut __SepOutput) {
             self.forward_into_with(::separable::Isa::detect(), input, output);
         }
         /// [`Self::forward_into`] with a chosen instruction set.
@@ -173,8 +180,8 @@ const _: () = {
         pub fn forward_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<5, 5, 3>,
-            output: &mut ::separable::Tensor<5, 5, 4>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
             self.forward_arrays(isa, input.as_array(), output.as_array_mut());
         }
@@ -188,13 +195,11 @@ const _: () = {
             input: &[f32],
             output: &mut [f32],
         ) -> ::core::result::Result<(), ::separable::Error> {
-            let x = __sep::hwc::<f32, 5, 5, 3>("Seed::forward_slices", "input", input)?;
-            let out = __sep::hwc_mut::<
-                f32,
-                5,
-                5,
-                4,
-            >("Seed::forward_slices", "output", output)?;
+            let (x, out): (&__SepInputArray, &mut __SepOutputArray) = __sep::hwc_pair(
+                "Seed::forward_slices",
+                input,
+                output,
+            )?;
             self.forward_arrays(::separable::Isa::detect(), x, out);
             ::core::result::Result::Ok(())
         }
@@ -202,38 +207,38 @@ const _: () = {
         fn forward_arrays(
             &self,
             isa: ::separable::Isa,
-            x: &[[[f32; 3]; 5]; 5],
-            out: &mut [[[f32; 4]; 5]; 5],
+            x: &__SepInputArray,
+            out: &mut __SepOutputArray,
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
-            __sep::dispatch_as(__sep::planar_isa(isa), __Forward { layer: self, x, out })
+            __sep::dispatch_as(
+                __sep::planar_isa(isa),
+                __SepForward {
+                    layer: self,
+                    x,
+                    out,
+                },
+            )
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
         /// same way whichever thread runs it, so the result is bit-identical to `forward_into`.
         pub fn forward_into_parallel(
             &self,
-            input: &::separable::Tensor<5, 5, 3>,
-            output: &mut ::separable::Tensor<5, 5, 4>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
             self.forward_into(input, output);
         }
         /// Runs the depthwise stage (with its bias and activation).
         #[must_use]
-        pub fn depthwise(
-            &self,
-            input: &::separable::Tensor<5, 5, 3>,
-        ) -> ::separable::Tensor<5, 5, 3> {
-            let mut output = <::separable::Tensor<5, 5, 3>>::zeros();
+        pub fn depthwise(&self, input: &__SepInput) -> __SepDepthwise {
+            let mut output = <__SepDepthwise>::zeros();
             self.depthwise_into(input, &mut output);
             output
         }
         /// Runs the depthwise stage into `output`, allocating nothing.
-        pub fn depthwise_into(
-            &self,
-            input: &::separable::Tensor<5, 5, 3>,
-            output: &mut ::separable::Tensor<5, 5, 3>,
-        ) {
+        pub fn depthwise_into(&self, input: &__SepInput, output: &mut __SepDepthwise) {
             self.depthwise_into_with(::separable::Isa::detect(), input, output);
         }
         /// [`Self::depthwise_into`] with a chosen instruction set.
@@ -243,13 +248,13 @@ const _: () = {
         pub fn depthwise_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<5, 5, 3>,
-            output: &mut ::separable::Tensor<5, 5, 3>,
+            input: &__SepInput,
+            output: &mut __SepDepthwise,
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
             __sep::dispatch_as(
                 __sep::planar_isa(isa),
-                __Depthwise {
+                __SepDepthwiseStage {
                     layer: self,
                     x: input.as_array(),
                     out: output.as_array_mut(),
@@ -258,19 +263,16 @@ const _: () = {
         }
         /// Runs the pointwise stage (with its bias and activation) on a depthwise output.
         #[must_use]
-        pub fn pointwise(
-            &self,
-            depthwise: &::separable::Tensor<5, 5, 3>,
-        ) -> ::separable::Tensor<5, 5, 4> {
-            let mut output = <::separable::Tensor<5, 5, 4>>::zeros();
+        pub fn pointwise(&self, depthwise: &__SepDepthwise) -> __SepOutput {
+            let mut output = <__SepOutput>::zeros();
             self.pointwise_into(depthwise, &mut output);
             output
         }
         /// Runs the pointwise stage into `output`, allocating nothing.
         pub fn pointwise_into(
             &self,
-            depthwise: &::separable::Tensor<5, 5, 3>,
-            output: &mut ::separable::Tensor<5, 5, 4>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
             self.pointwise_into_with(::separable::Isa::detect(), depthwise, output);
         }
@@ -281,8 +283,8 @@ const _: () = {
         pub fn pointwise_into_with(
             &self,
             isa: ::separable::Isa,
-            depthwise: &::separable::Tensor<5, 5, 3>,
-            output: &mut ::separable::Tensor<5, 5, 4>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
             self.pointwise_pixels(depthwise.as_array(), output.as_array_mut())
@@ -311,8 +313,8 @@ const _: () = {
         fn forward_planes(
             &self,
             isa: __sep::Isa,
-            x: &[[[f32; 3]; 5]; 5],
-            out: &mut [[[f32; 4]; 5]; 5],
+            x: &__SepInputArray,
+            out: &mut __SepOutputArray,
         ) {
             __sep::planar_forward::<
                 f32,
@@ -333,8 +335,8 @@ const _: () = {
         fn depthwise_planes(
             &self,
             isa: __sep::Isa,
-            x: &[[[f32; 3]; 5]; 5],
-            out: &mut [[[f32; 3]; 5]; 5],
+            x: &__SepInputArray,
+            out: &mut __SepDepthwiseArray,
         ) {
             __sep::planar_depthwise::<
                 f32,
@@ -352,40 +354,36 @@ const _: () = {
             >(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
         #[inline(always)]
-        fn pointwise_pixels(
-            &self,
-            y: &[[[f32; 3]; 5]; 5],
-            out: &mut [[[f32; 4]; 5]; 5],
-        ) {
+        fn pointwise_pixels(&self, y: &__SepDepthwiseArray, out: &mut __SepOutputArray) {
             for (out, pixel) in out.iter_mut().flatten().zip(y.iter().flatten()) {
                 *out = self.pointwise_at(pixel);
             }
         }
         #[inline(always)]
-        fn pointwise_at(&self, pixel: &[f32; 3]) -> [f32; 4] {
+        fn pointwise_at(&self, pixel: &__SepDepthwisePixel) -> __SepOutputPixel {
             let mut acc = [0.0_f32; 4];
             __sep::pointwise_pixel(&mut acc, pixel, &self.pointwise_weight[..]);
             acc
         }
     }
-    struct __Forward<'a> {
+    struct __SepForward<'a> {
         layer: &'a Seed,
-        x: &'a [[[f32; 3]; 5]; 5],
-        out: &'a mut [[[f32; 4]; 5]; 5],
+        x: &'a __SepInputArray,
+        out: &'a mut __SepOutputArray,
     }
-    impl __sep::Kernel for __Forward<'_> {
+    impl __sep::Kernel for __SepForward<'_> {
         type Output = ();
         #[inline(always)]
         fn run(self, isa: __sep::Isa) {
             self.layer.forward_planes(isa, self.x, self.out);
         }
     }
-    struct __Depthwise<'a> {
+    struct __SepDepthwiseStage<'a> {
         layer: &'a Seed,
-        x: &'a [[[f32; 3]; 5]; 5],
-        out: &'a mut [[[f32; 3]; 5]; 5],
+        x: &'a __SepInputArray,
+        out: &'a mut __SepDepthwiseArray,
     }
-    impl __sep::Kernel for __Depthwise<'_> {
+    impl __sep::Kernel for __SepDepthwiseStage<'_> {
         type Output = ();
         #[inline(always)]
         fn run(self, isa: __sep::Isa) {
@@ -394,9 +392,9 @@ const _: () = {
     }
     impl ::separable::Layer for Seed {
         type Elem = f32;
-        type Input = ::separable::Tensor<5, 5, 3>;
-        type Depthwise = ::separable::Tensor<5, 5, 3>;
-        type Output = ::separable::Tensor<5, 5, 4>;
+        type Input = __SepInput;
+        type Depthwise = __SepDepthwise;
+        type Output = __SepOutput;
         const NAME: &'static str = Seed::NAME;
         const SPEC: ::separable::LayerSpec = Seed::SPEC;
         const SHAPE: ::separable::LayerShape = Seed::SHAPE;
@@ -417,19 +415,6 @@ const _: () = {
             fn to_pytorch(& self) -> ::separable::weights::PytorchWeights < f32 > {
             Seed::to_pytorch(self) }
         }
-        fn forward(
-            &self,
-            input: &::separable::Tensor<5, 5, 3>,
-        ) -> ::separable::Tensor<5, 5, 4> {
-            Seed::forward(self, input)
-        }
-        fn forward_into(
-            &self,
-            input: &::separable::Tensor<5, 5, 3>,
-            output: &mut ::separable::Tensor<5, 5, 4>,
-        ) {
-            Seed::forward_into(self, input, output)
-        }
         fn forward_slices(
             &self,
             input: &[f32],
@@ -440,43 +425,27 @@ const _: () = {
         fn forward_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<5, 5, 3>,
-            output: &mut ::separable::Tensor<5, 5, 4>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
             Seed::forward_into_with(self, isa, input, output)
         }
         fn depthwise_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<5, 5, 3>,
-            output: &mut ::separable::Tensor<5, 5, 3>,
+            input: &__SepInput,
+            output: &mut __SepDepthwise,
         ) {
             Seed::depthwise_into_with(self, isa, input, output)
         }
         fn pointwise_into_with(
             &self,
             isa: ::separable::Isa,
-            depthwise: &::separable::Tensor<5, 5, 3>,
-            output: &mut ::separable::Tensor<5, 5, 4>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
             Seed::pointwise_into_with(self, isa, depthwise, output)
         }
-        fn depthwise(
-            &self,
-            input: &::separable::Tensor<5, 5, 3>,
-        ) -> ::separable::Tensor<5, 5, 3> {
-            Seed::depthwise(self, input)
-        }
-        fn pointwise(
-            &self,
-            depthwise: &::separable::Tensor<5, 5, 3>,
-        ) -> ::separable::Tensor<5, 5, 4> {
-            Seed::pointwise(self, depthwise)
-        }
     }
-    const _: () = assert!(
-        Seed::PARAMS == Seed::SHAPE.params && Seed::MACS == Seed::SHAPE.macs &&
-        Seed::STANDARD_PARAMS == Seed::SHAPE.standard_params && Seed::STANDARD_MACS ==
-        Seed::SHAPE.standard_macs
-    );
+    const _: ::separable::LayerShape = Seed::SHAPE;
 };

@@ -12,6 +12,16 @@ pub struct TinyStem {
 }
 const _: () = {
     use ::separable::__private as __sep;
+    type __SepInput = ::separable::Tensor<4, 4, 2>;
+    type __SepDepthwise = ::separable::Tensor<4, 4, 2>;
+    type __SepOutput = ::separable::Tensor<4, 4, 4>;
+    type __SepInputArray = [[[f32; 2]; 4]; 4];
+    type __SepDepthwiseArray = [[[f32; 2]; 4]; 4];
+    type __SepOutputArray = [[[f32; 4]; 4]; 4];
+    type __SepDepthwisePixel = [f32; 2];
+    type __SepOutputPixel = [f32; 4];
+    type __SepDepthwiseWeight = [[[f32; 2]; 1]; 1];
+    type __SepPointwiseWeight = [f32; 32];
     #[allow(dead_code)]
     impl TinyStem {
         /// The struct's name.
@@ -48,12 +58,10 @@ const _: () = {
             bias: ::separable::Bias::Both,
         };
         /// Every size derived from [`Self::SPEC`] by the runtime's shape arithmetic.
-        pub const SHAPE: ::separable::LayerShape = match Self::SPEC.shape() {
-            __sep::Result::Ok(shape) => shape,
-            __sep::Result::Err(_) => {
-                panic!("`separable_conv!` accepted a shape the runtime rejects")
-            }
-        };
+        pub const SHAPE: ::separable::LayerShape = __sep::generated_shape(
+            &Self::SPEC,
+            [Self::PARAMS, Self::MACS, Self::STANDARD_PARAMS, Self::STANDARD_MACS],
+        );
         /// The activation after the depthwise stage.
         pub const DEPTHWISE_ACTIVATION: ::separable::Activation = ::separable::Activation::Relu;
         /// The activation after the pointwise stage.
@@ -82,53 +90,49 @@ const _: () = {
             pw_weight: &[f32],
             pw_bias: ::core::option::Option<&[f32]>,
         ) -> ::core::result::Result<Self, ::separable::Error> {
-            let mut dw_array = __sep::Owned::<[[[f32; 2]; 1]; 1]>::zeroed();
-            let mut dw_bias_array = __sep::Owned::<[f32; 2]>::zeroed();
-            let mut pw_array = __sep::Owned::<[f32; 32]>::zeroed();
-            let mut pw_bias_array = __sep::Owned::<[f32; 4]>::zeroed();
-            ::separable::weights::load_pytorch(
+            let mut layer = Self::zeroed();
+            __sep::load_pytorch_storage(
                 "TinyStem::from_pytorch",
                 &Self::SPEC,
                 (dw_weight, dw_bias, pw_weight, pw_bias),
-                dw_array.as_flattened_mut().as_flattened_mut(),
-                ::core::option::Option::Some(&mut dw_bias_array[..]),
-                &mut pw_array[..],
-                ::core::option::Option::Some(&mut pw_bias_array[..]),
+                (
+                    &mut layer.depthwise_weight,
+                    ::core::option::Option::Some(&mut layer.depthwise_bias),
+                    &mut layer.pointwise_weight,
+                    ::core::option::Option::Some(&mut layer.pointwise_bias),
+                ),
             )?;
-            ::core::result::Result::Ok(Self {
-                depthwise_weight: __sep::Storage::from_owned(dw_array),
-                depthwise_bias: __sep::Storage::from_owned(dw_bias_array),
-                pointwise_weight: __sep::Storage::from_owned(pw_array),
-                pointwise_bias: __sep::Storage::from_owned(pw_bias_array),
-            })
+            ::core::result::Result::Ok(layer)
         }
         __sep::alloc_only! {
             #[doc =
             r" The weights and biases in PyTorch's layouts (the inverse of `from_pytorch`; needs"]
             #[doc = r" the `alloc` feature)."] #[must_use] pub fn to_pytorch(& self) ->
             ::separable::weights::PytorchWeights < f32 > {
-            ::separable::weights::to_pytorch(& Self::SPEC, self.depthwise_weight
-            .as_flattened().as_flattened(), ::core::option::Option::Some(& self
-            .depthwise_bias[..]), & self.pointwise_weight[..],
-            ::core::option::Option::Some(& self.pointwise_bias[..]),) }
+            ::separable::weights::to_pytorch(& Self::SPEC, __sep::Flat::flat(& * self
+            .depthwise_weight), ::core::option::Option::Some(__sep::Flat::flat(& * self
+            .depthwise_bias)), __sep::Flat::flat(& * self.pointwise_weight),
+            ::core::option::Option::Some(__sep::Flat::flat(& * self.pointwise_bias)),) }
         }
         /// Depthwise weights indexed `[kh][kw][c·M + m]`: tap `(kh, kw)` of depthwise channel
         /// `c·M + m`, which reads input channel `c`.
         #[must_use]
-        pub fn depthwise_weight(&self) -> &[[[f32; 2]; 1]; 1] {
+        pub fn depthwise_weight(&self) -> &__SepDepthwiseWeight {
             &self.depthwise_weight
         }
         /// Depthwise weights, mutably; see [`Self::depthwise_weight`].
-        pub fn depthwise_weight_mut(&mut self) -> &mut [[[f32; 2]; 1]; 1] {
+        pub fn depthwise_weight_mut(&mut self) -> &mut __SepDepthwiseWeight {
             &mut self.depthwise_weight
         }
         /// The depthwise bias, one per depthwise channel; `None` unless `bias: both`.
         #[must_use]
-        pub fn depthwise_bias(&self) -> ::core::option::Option<&[f32; 2]> {
+        pub fn depthwise_bias(&self) -> ::core::option::Option<&__SepDepthwisePixel> {
             ::core::option::Option::Some(&*self.depthwise_bias)
         }
         /// The depthwise bias, mutably; `None` unless `bias: both`.
-        pub fn depthwise_bias_mut(&mut self) -> ::core::option::Option<&mut [f32; 2]> {
+        pub fn depthwise_bias_mut(
+            &mut self,
+        ) -> ::core::option::Option<&mut __SepDepthwisePixel> {
             ::core::option::Option::Some(&mut *self.depthwise_bias)
         }
         /// Pointwise weights, indexed `[(k, n)]`: from depthwise channel `k` to output
@@ -137,44 +141,43 @@ const _: () = {
         pub fn pointwise_weight(
             &self,
         ) -> ::separable::weights::PointwiseWeights<'_, f32> {
-            ::separable::weights::PointwiseWeights::new(&self.pointwise_weight[..], 2, 4)
+            ::separable::weights::PointwiseWeights::new(
+                __sep::Flat::flat(&*self.pointwise_weight),
+                2,
+                4,
+            )
         }
         /// Pointwise weights, mutably; see [`Self::pointwise_weight`].
         pub fn pointwise_weight_mut(
             &mut self,
         ) -> ::separable::weights::PointwiseWeightsMut<'_, f32> {
             ::separable::weights::PointwiseWeightsMut::new(
-                &mut self.pointwise_weight[..],
+                __sep::Flat::flat_mut(&mut *self.pointwise_weight),
                 2,
                 4,
             )
         }
         /// The pointwise bias, one per output channel; `None` with `bias: none`.
         #[must_use]
-        pub fn pointwise_bias(&self) -> ::core::option::Option<&[f32; 4]> {
+        pub fn pointwise_bias(&self) -> ::core::option::Option<&__SepOutputPixel> {
             ::core::option::Option::Some(&*self.pointwise_bias)
         }
         /// The pointwise bias, mutably; `None` with `bias: none`.
-        pub fn pointwise_bias_mut(&mut self) -> ::core::option::Option<&mut [f32; 4]> {
+        pub fn pointwise_bias_mut(
+            &mut self,
+        ) -> ::core::option::Option<&mut __SepOutputPixel> {
             ::core::option::Option::Some(&mut *self.pointwise_bias)
         }
         /// Runs both stages.
         #[must_use]
-        pub fn forward(
-            &self,
-            input: &::separable::Tensor<4, 4, 2>,
-        ) -> ::separable::Tensor<4, 4, 4> {
-            let mut output = <::separable::Tensor<4, 4, 4>>::zeros();
+        pub fn forward(&self, input: &__SepInput) -> __SepOutput {
+            let mut output = <__SepOutput>::zeros();
             self.forward_into(input, &mut output);
             output
         }
         /// Runs both stages into `output`, allocating nothing: the depthwise output goes
         /// straight into the pointwise stage through a small buffer on the stack.
-        pub fn forward_into(
-            &self,
-            input: &::separable::Tensor<4, 4, 2>,
-            output: &mut ::separable::Tensor<4, 4, 4>,
-        ) {
+        pub fn forward_into(&self, input: &__SepInput, output: &mut __SepOutput) {
             self.forward_into_with(::separable::Isa::detect(), input, output);
         }
         /// [`Self::forward_into`] with a chosen instruction set.
@@ -184,8 +187,8 @@ const _: () = {
         pub fn forward_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<4, 4, 2>,
-            output: &mut ::separable::Tensor<4, 4, 4>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
             self.forward_arrays(isa, input.as_array(), output.as_array_mut());
         }
@@ -199,18 +202,11 @@ const _: () = {
             input: &[f32],
             output: &mut [f32],
         ) -> ::core::result::Result<(), ::separable::Error> {
-            let x = __sep::hwc::<
-                f32,
-                4,
-                4,
-                2,
-            >("TinyStem::forward_slices", "input", input)?;
-            let out = __sep::hwc_mut::<
-                f32,
-                4,
-                4,
-                4,
-            >("TinyStem::forward_slices", "output", output)?;
+            let (x, out): (&__SepInputArray, &mut __SepOutputArray) = __sep::hwc_pair(
+                "TinyStem::forward_slices",
+                input,
+                output,
+            )?;
             self.forward_arrays(::separable::Isa::detect(), x, out);
             ::core::result::Result::Ok(())
         }
@@ -218,38 +214,38 @@ const _: () = {
         fn forward_arrays(
             &self,
             isa: ::separable::Isa,
-            x: &[[[f32; 2]; 4]; 4],
-            out: &mut [[[f32; 4]; 4]; 4],
+            x: &__SepInputArray,
+            out: &mut __SepOutputArray,
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
-            __sep::dispatch_as(__sep::planar_isa(isa), __Forward { layer: self, x, out })
+            __sep::dispatch_as(
+                __sep::planar_isa(isa),
+                __SepForward {
+                    layer: self,
+                    x,
+                    out,
+                },
+            )
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
         /// same way whichever thread runs it, so the result is bit-identical to `forward_into`.
         pub fn forward_into_parallel(
             &self,
-            input: &::separable::Tensor<4, 4, 2>,
-            output: &mut ::separable::Tensor<4, 4, 4>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
             self.forward_into(input, output);
         }
         /// Runs the depthwise stage (with its bias and activation).
         #[must_use]
-        pub fn depthwise(
-            &self,
-            input: &::separable::Tensor<4, 4, 2>,
-        ) -> ::separable::Tensor<4, 4, 2> {
-            let mut output = <::separable::Tensor<4, 4, 2>>::zeros();
+        pub fn depthwise(&self, input: &__SepInput) -> __SepDepthwise {
+            let mut output = <__SepDepthwise>::zeros();
             self.depthwise_into(input, &mut output);
             output
         }
         /// Runs the depthwise stage into `output`, allocating nothing.
-        pub fn depthwise_into(
-            &self,
-            input: &::separable::Tensor<4, 4, 2>,
-            output: &mut ::separable::Tensor<4, 4, 2>,
-        ) {
+        pub fn depthwise_into(&self, input: &__SepInput, output: &mut __SepDepthwise) {
             self.depthwise_into_with(::separable::Isa::detect(), input, output);
         }
         /// [`Self::depthwise_into`] with a chosen instruction set.
@@ -259,13 +255,13 @@ const _: () = {
         pub fn depthwise_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<4, 4, 2>,
-            output: &mut ::separable::Tensor<4, 4, 2>,
+            input: &__SepInput,
+            output: &mut __SepDepthwise,
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
             __sep::dispatch_as(
                 __sep::planar_isa(isa),
-                __Depthwise {
+                __SepDepthwiseStage {
                     layer: self,
                     x: input.as_array(),
                     out: output.as_array_mut(),
@@ -274,19 +270,16 @@ const _: () = {
         }
         /// Runs the pointwise stage (with its bias and activation) on a depthwise output.
         #[must_use]
-        pub fn pointwise(
-            &self,
-            depthwise: &::separable::Tensor<4, 4, 2>,
-        ) -> ::separable::Tensor<4, 4, 4> {
-            let mut output = <::separable::Tensor<4, 4, 4>>::zeros();
+        pub fn pointwise(&self, depthwise: &__SepDepthwise) -> __SepOutput {
+            let mut output = <__SepOutput>::zeros();
             self.pointwise_into(depthwise, &mut output);
             output
         }
         /// Runs the pointwise stage into `output`, allocating nothing.
         pub fn pointwise_into(
             &self,
-            depthwise: &::separable::Tensor<4, 4, 2>,
-            output: &mut ::separable::Tensor<4, 4, 4>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
             self.pointwise_into_with(::separable::Isa::detect(), depthwise, output);
         }
@@ -297,8 +290,8 @@ const _: () = {
         pub fn pointwise_into_with(
             &self,
             isa: ::separable::Isa,
-            depthwise: &::separable::Tensor<4, 4, 2>,
-            output: &mut ::separable::Tensor<4, 4, 4>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
             self.pointwise_pixels(depthwise.as_array(), output.as_array_mut())
@@ -327,8 +320,8 @@ const _: () = {
         fn forward_planes(
             &self,
             isa: __sep::Isa,
-            x: &[[[f32; 2]; 4]; 4],
-            out: &mut [[[f32; 4]; 4]; 4],
+            x: &__SepInputArray,
+            out: &mut __SepOutputArray,
         ) {
             __sep::planar_forward::<
                 f32,
@@ -349,8 +342,8 @@ const _: () = {
         fn depthwise_planes(
             &self,
             isa: __sep::Isa,
-            x: &[[[f32; 2]; 4]; 4],
-            out: &mut [[[f32; 2]; 4]; 4],
+            x: &__SepInputArray,
+            out: &mut __SepDepthwiseArray,
         ) {
             __sep::planar_depthwise::<
                 f32,
@@ -368,41 +361,37 @@ const _: () = {
             >(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
         #[inline(always)]
-        fn pointwise_pixels(
-            &self,
-            y: &[[[f32; 2]; 4]; 4],
-            out: &mut [[[f32; 4]; 4]; 4],
-        ) {
+        fn pointwise_pixels(&self, y: &__SepDepthwiseArray, out: &mut __SepOutputArray) {
             for (out, pixel) in out.iter_mut().flatten().zip(y.iter().flatten()) {
                 *out = self.pointwise_at(pixel);
             }
         }
         #[inline(always)]
-        fn pointwise_at(&self, pixel: &[f32; 2]) -> [f32; 4] {
+        fn pointwise_at(&self, pixel: &__SepDepthwisePixel) -> __SepOutputPixel {
             let mut acc = *self.pointwise_bias;
             __sep::pointwise_pixel(&mut acc, pixel, &self.pointwise_weight[..]);
             __sep::activate(::separable::Activation::Relu, &mut acc);
             acc
         }
     }
-    struct __Forward<'a> {
+    struct __SepForward<'a> {
         layer: &'a TinyStem,
-        x: &'a [[[f32; 2]; 4]; 4],
-        out: &'a mut [[[f32; 4]; 4]; 4],
+        x: &'a __SepInputArray,
+        out: &'a mut __SepOutputArray,
     }
-    impl __sep::Kernel for __Forward<'_> {
+    impl __sep::Kernel for __SepForward<'_> {
         type Output = ();
         #[inline(always)]
         fn run(self, isa: __sep::Isa) {
             self.layer.forward_planes(isa, self.x, self.out);
         }
     }
-    struct __Depthwise<'a> {
+    struct __SepDepthwiseStage<'a> {
         layer: &'a TinyStem,
-        x: &'a [[[f32; 2]; 4]; 4],
-        out: &'a mut [[[f32; 2]; 4]; 4],
+        x: &'a __SepInputArray,
+        out: &'a mut __SepDepthwiseArray,
     }
-    impl __sep::Kernel for __Depthwise<'_> {
+    impl __sep::Kernel for __SepDepthwiseStage<'_> {
         type Output = ();
         #[inline(always)]
         fn run(self, isa: __sep::Isa) {
@@ -411,9 +400,9 @@ const _: () = {
     }
     impl ::separable::Layer for TinyStem {
         type Elem = f32;
-        type Input = ::separable::Tensor<4, 4, 2>;
-        type Depthwise = ::separable::Tensor<4, 4, 2>;
-        type Output = ::separable::Tensor<4, 4, 4>;
+        type Input = __SepInput;
+        type Depthwise = __SepDepthwise;
+        type Output = __SepOutput;
         const NAME: &'static str = TinyStem::NAME;
         const SPEC: ::separable::LayerSpec = TinyStem::SPEC;
         const SHAPE: ::separable::LayerShape = TinyStem::SHAPE;
@@ -434,19 +423,6 @@ const _: () = {
             fn to_pytorch(& self) -> ::separable::weights::PytorchWeights < f32 > {
             TinyStem::to_pytorch(self) }
         }
-        fn forward(
-            &self,
-            input: &::separable::Tensor<4, 4, 2>,
-        ) -> ::separable::Tensor<4, 4, 4> {
-            TinyStem::forward(self, input)
-        }
-        fn forward_into(
-            &self,
-            input: &::separable::Tensor<4, 4, 2>,
-            output: &mut ::separable::Tensor<4, 4, 4>,
-        ) {
-            TinyStem::forward_into(self, input, output)
-        }
         fn forward_slices(
             &self,
             input: &[f32],
@@ -457,45 +433,29 @@ const _: () = {
         fn forward_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<4, 4, 2>,
-            output: &mut ::separable::Tensor<4, 4, 4>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
             TinyStem::forward_into_with(self, isa, input, output)
         }
         fn depthwise_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<4, 4, 2>,
-            output: &mut ::separable::Tensor<4, 4, 2>,
+            input: &__SepInput,
+            output: &mut __SepDepthwise,
         ) {
             TinyStem::depthwise_into_with(self, isa, input, output)
         }
         fn pointwise_into_with(
             &self,
             isa: ::separable::Isa,
-            depthwise: &::separable::Tensor<4, 4, 2>,
-            output: &mut ::separable::Tensor<4, 4, 4>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
             TinyStem::pointwise_into_with(self, isa, depthwise, output)
         }
-        fn depthwise(
-            &self,
-            input: &::separable::Tensor<4, 4, 2>,
-        ) -> ::separable::Tensor<4, 4, 2> {
-            TinyStem::depthwise(self, input)
-        }
-        fn pointwise(
-            &self,
-            depthwise: &::separable::Tensor<4, 4, 2>,
-        ) -> ::separable::Tensor<4, 4, 4> {
-            TinyStem::pointwise(self, depthwise)
-        }
     }
-    const _: () = assert!(
-        TinyStem::PARAMS == TinyStem::SHAPE.params && TinyStem::MACS == TinyStem::SHAPE
-        .macs && TinyStem::STANDARD_PARAMS == TinyStem::SHAPE.standard_params &&
-        TinyStem::STANDARD_MACS == TinyStem::SHAPE.standard_macs
-    );
+    const _: ::separable::LayerShape = TinyStem::SHAPE;
 };
 /// Block 1 (`head`) of the network `Tiny`, declared by `separable_net!`.
 #[derive(Clone, Debug)]
@@ -507,6 +467,16 @@ pub struct TinyHead {
 }
 const _: () = {
     use ::separable::__private as __sep;
+    type __SepInput = ::separable::Tensor<4, 4, 4>;
+    type __SepDepthwise = ::separable::Tensor<4, 4, 4>;
+    type __SepOutput = ::separable::Tensor<4, 4, 3>;
+    type __SepInputArray = [[[f32; 4]; 4]; 4];
+    type __SepDepthwiseArray = [[[f32; 4]; 4]; 4];
+    type __SepOutputArray = [[[f32; 3]; 4]; 4];
+    type __SepDepthwisePixel = [f32; 4];
+    type __SepOutputPixel = [f32; 3];
+    type __SepDepthwiseWeight = [[[f32; 4]; 1]; 1];
+    type __SepPointwiseWeight = [f32; 64];
     #[allow(dead_code)]
     impl TinyHead {
         /// The struct's name.
@@ -543,12 +513,10 @@ const _: () = {
             bias: ::separable::Bias::None,
         };
         /// Every size derived from [`Self::SPEC`] by the runtime's shape arithmetic.
-        pub const SHAPE: ::separable::LayerShape = match Self::SPEC.shape() {
-            __sep::Result::Ok(shape) => shape,
-            __sep::Result::Err(_) => {
-                panic!("`separable_conv!` accepted a shape the runtime rejects")
-            }
-        };
+        pub const SHAPE: ::separable::LayerShape = __sep::generated_shape(
+            &Self::SPEC,
+            [Self::PARAMS, Self::MACS, Self::STANDARD_PARAMS, Self::STANDARD_MACS],
+        );
         /// The activation after the depthwise stage.
         pub const DEPTHWISE_ACTIVATION: ::separable::Activation = ::separable::Activation::Relu;
         /// The activation after the pointwise stage.
@@ -575,48 +543,48 @@ const _: () = {
             pw_weight: &[f32],
             pw_bias: ::core::option::Option<&[f32]>,
         ) -> ::core::result::Result<Self, ::separable::Error> {
-            let mut dw_array = __sep::Owned::<[[[f32; 4]; 1]; 1]>::zeroed();
-            let mut pw_array = __sep::Owned::<[f32; 64]>::zeroed();
-            ::separable::weights::load_pytorch(
+            let mut layer = Self::zeroed();
+            __sep::load_pytorch_storage(
                 "TinyHead::from_pytorch",
                 &Self::SPEC,
                 (dw_weight, dw_bias, pw_weight, pw_bias),
-                dw_array.as_flattened_mut().as_flattened_mut(),
-                ::core::option::Option::None,
-                &mut pw_array[..],
-                ::core::option::Option::None,
+                (
+                    &mut layer.depthwise_weight,
+                    ::core::option::Option::None::<&mut __sep::Storage<[f32; 0]>>,
+                    &mut layer.pointwise_weight,
+                    ::core::option::Option::None::<&mut __sep::Storage<[f32; 0]>>,
+                ),
             )?;
-            ::core::result::Result::Ok(Self {
-                depthwise_weight: __sep::Storage::from_owned(dw_array),
-                pointwise_weight: __sep::Storage::from_owned(pw_array),
-            })
+            ::core::result::Result::Ok(layer)
         }
         __sep::alloc_only! {
             #[doc =
             r" The weights and biases in PyTorch's layouts (the inverse of `from_pytorch`; needs"]
             #[doc = r" the `alloc` feature)."] #[must_use] pub fn to_pytorch(& self) ->
             ::separable::weights::PytorchWeights < f32 > {
-            ::separable::weights::to_pytorch(& Self::SPEC, self.depthwise_weight
-            .as_flattened().as_flattened(), ::core::option::Option::None, & self
-            .pointwise_weight[..], ::core::option::Option::None,) }
+            ::separable::weights::to_pytorch(& Self::SPEC, __sep::Flat::flat(& * self
+            .depthwise_weight), ::core::option::Option::None, __sep::Flat::flat(& * self
+            .pointwise_weight), ::core::option::Option::None,) }
         }
         /// Depthwise weights indexed `[kh][kw][c·M + m]`: tap `(kh, kw)` of depthwise channel
         /// `c·M + m`, which reads input channel `c`.
         #[must_use]
-        pub fn depthwise_weight(&self) -> &[[[f32; 4]; 1]; 1] {
+        pub fn depthwise_weight(&self) -> &__SepDepthwiseWeight {
             &self.depthwise_weight
         }
         /// Depthwise weights, mutably; see [`Self::depthwise_weight`].
-        pub fn depthwise_weight_mut(&mut self) -> &mut [[[f32; 4]; 1]; 1] {
+        pub fn depthwise_weight_mut(&mut self) -> &mut __SepDepthwiseWeight {
             &mut self.depthwise_weight
         }
         /// The depthwise bias, one per depthwise channel; `None` unless `bias: both`.
         #[must_use]
-        pub fn depthwise_bias(&self) -> ::core::option::Option<&[f32; 4]> {
+        pub fn depthwise_bias(&self) -> ::core::option::Option<&__SepDepthwisePixel> {
             ::core::option::Option::None
         }
         /// The depthwise bias, mutably; `None` unless `bias: both`.
-        pub fn depthwise_bias_mut(&mut self) -> ::core::option::Option<&mut [f32; 4]> {
+        pub fn depthwise_bias_mut(
+            &mut self,
+        ) -> ::core::option::Option<&mut __SepDepthwisePixel> {
             ::core::option::Option::None
         }
         /// Pointwise weights, indexed `[(k, n)]`: from depthwise channel `k` to output
@@ -625,44 +593,43 @@ const _: () = {
         pub fn pointwise_weight(
             &self,
         ) -> ::separable::weights::PointwiseWeights<'_, f32> {
-            ::separable::weights::PointwiseWeights::new(&self.pointwise_weight[..], 4, 3)
+            ::separable::weights::PointwiseWeights::new(
+                __sep::Flat::flat(&*self.pointwise_weight),
+                4,
+                3,
+            )
         }
         /// Pointwise weights, mutably; see [`Self::pointwise_weight`].
         pub fn pointwise_weight_mut(
             &mut self,
         ) -> ::separable::weights::PointwiseWeightsMut<'_, f32> {
             ::separable::weights::PointwiseWeightsMut::new(
-                &mut self.pointwise_weight[..],
+                __sep::Flat::flat_mut(&mut *self.pointwise_weight),
                 4,
                 3,
             )
         }
         /// The pointwise bias, one per output channel; `None` with `bias: none`.
         #[must_use]
-        pub fn pointwise_bias(&self) -> ::core::option::Option<&[f32; 3]> {
+        pub fn pointwise_bias(&self) -> ::core::option::Option<&__SepOutputPixel> {
             ::core::option::Option::None
         }
         /// The pointwise bias, mutably; `None` with `bias: none`.
-        pub fn pointwise_bias_mut(&mut self) -> ::core::option::Option<&mut [f32; 3]> {
+        pub fn pointwise_bias_mut(
+            &mut self,
+        ) -> ::core::option::Option<&mut __SepOutputPixel> {
             ::core::option::Option::None
         }
         /// Runs both stages.
         #[must_use]
-        pub fn forward(
-            &self,
-            input: &::separable::Tensor<4, 4, 4>,
-        ) -> ::separable::Tensor<4, 4, 3> {
-            let mut output = <::separable::Tensor<4, 4, 3>>::zeros();
+        pub fn forward(&self, input: &__SepInput) -> __SepOutput {
+            let mut output = <__SepOutput>::zeros();
             self.forward_into(input, &mut output);
             output
         }
         /// Runs both stages into `output`, allocating nothing: the depthwise output goes
         /// straight into the pointwise stage through a small buffer on the stack.
-        pub fn forward_into(
-            &self,
-            input: &::separable::Tensor<4, 4, 4>,
-            output: &mut ::separable::Tensor<4, 4, 3>,
-        ) {
+        pub fn forward_into(&self, input: &__SepInput, output: &mut __SepOutput) {
             self.forward_into_with(::separable::Isa::detect(), input, output);
         }
         /// [`Self::forward_into`] with a chosen instruction set.
@@ -672,8 +639,8 @@ const _: () = {
         pub fn forward_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<4, 4, 4>,
-            output: &mut ::separable::Tensor<4, 4, 3>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
             self.forward_arrays(isa, input.as_array(), output.as_array_mut());
         }
@@ -687,18 +654,11 @@ const _: () = {
             input: &[f32],
             output: &mut [f32],
         ) -> ::core::result::Result<(), ::separable::Error> {
-            let x = __sep::hwc::<
-                f32,
-                4,
-                4,
-                4,
-            >("TinyHead::forward_slices", "input", input)?;
-            let out = __sep::hwc_mut::<
-                f32,
-                4,
-                4,
-                3,
-            >("TinyHead::forward_slices", "output", output)?;
+            let (x, out): (&__SepInputArray, &mut __SepOutputArray) = __sep::hwc_pair(
+                "TinyHead::forward_slices",
+                input,
+                output,
+            )?;
             self.forward_arrays(::separable::Isa::detect(), x, out);
             ::core::result::Result::Ok(())
         }
@@ -706,38 +666,38 @@ const _: () = {
         fn forward_arrays(
             &self,
             isa: ::separable::Isa,
-            x: &[[[f32; 4]; 4]; 4],
-            out: &mut [[[f32; 3]; 4]; 4],
+            x: &__SepInputArray,
+            out: &mut __SepOutputArray,
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
-            __sep::dispatch_as(__sep::planar_isa(isa), __Forward { layer: self, x, out })
+            __sep::dispatch_as(
+                __sep::planar_isa(isa),
+                __SepForward {
+                    layer: self,
+                    x,
+                    out,
+                },
+            )
         }
         /// [`Self::forward_into`] on every core, when `separable` is built with its `rayon`
         /// feature (on the calling thread otherwise). Each strip of output rows is computed the
         /// same way whichever thread runs it, so the result is bit-identical to `forward_into`.
         pub fn forward_into_parallel(
             &self,
-            input: &::separable::Tensor<4, 4, 4>,
-            output: &mut ::separable::Tensor<4, 4, 3>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
             self.forward_into(input, output);
         }
         /// Runs the depthwise stage (with its bias and activation).
         #[must_use]
-        pub fn depthwise(
-            &self,
-            input: &::separable::Tensor<4, 4, 4>,
-        ) -> ::separable::Tensor<4, 4, 4> {
-            let mut output = <::separable::Tensor<4, 4, 4>>::zeros();
+        pub fn depthwise(&self, input: &__SepInput) -> __SepDepthwise {
+            let mut output = <__SepDepthwise>::zeros();
             self.depthwise_into(input, &mut output);
             output
         }
         /// Runs the depthwise stage into `output`, allocating nothing.
-        pub fn depthwise_into(
-            &self,
-            input: &::separable::Tensor<4, 4, 4>,
-            output: &mut ::separable::Tensor<4, 4, 4>,
-        ) {
+        pub fn depthwise_into(&self, input: &__SepInput, output: &mut __SepDepthwise) {
             self.depthwise_into_with(::separable::Isa::detect(), input, output);
         }
         /// [`Self::depthwise_into`] with a chosen instruction set.
@@ -747,13 +707,13 @@ const _: () = {
         pub fn depthwise_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<4, 4, 4>,
-            output: &mut ::separable::Tensor<4, 4, 4>,
+            input: &__SepInput,
+            output: &mut __SepDepthwise,
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
             __sep::dispatch_as(
                 __sep::planar_isa(isa),
-                __Depthwise {
+                __SepDepthwiseStage {
                     layer: self,
                     x: input.as_array(),
                     out: output.as_array_mut(),
@@ -762,19 +722,16 @@ const _: () = {
         }
         /// Runs the pointwise stage (with its bias and activation) on a depthwise output.
         #[must_use]
-        pub fn pointwise(
-            &self,
-            depthwise: &::separable::Tensor<4, 4, 4>,
-        ) -> ::separable::Tensor<4, 4, 3> {
-            let mut output = <::separable::Tensor<4, 4, 3>>::zeros();
+        pub fn pointwise(&self, depthwise: &__SepDepthwise) -> __SepOutput {
+            let mut output = <__SepOutput>::zeros();
             self.pointwise_into(depthwise, &mut output);
             output
         }
         /// Runs the pointwise stage into `output`, allocating nothing.
         pub fn pointwise_into(
             &self,
-            depthwise: &::separable::Tensor<4, 4, 4>,
-            output: &mut ::separable::Tensor<4, 4, 3>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
             self.pointwise_into_with(::separable::Isa::detect(), depthwise, output);
         }
@@ -785,8 +742,8 @@ const _: () = {
         pub fn pointwise_into_with(
             &self,
             isa: ::separable::Isa,
-            depthwise: &::separable::Tensor<4, 4, 4>,
-            output: &mut ::separable::Tensor<4, 4, 3>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
             assert!(isa.is_supported(), "instruction set not supported by this CPU");
             self.pointwise_pixels(depthwise.as_array(), output.as_array_mut())
@@ -815,8 +772,8 @@ const _: () = {
         fn forward_planes(
             &self,
             isa: __sep::Isa,
-            x: &[[[f32; 4]; 4]; 4],
-            out: &mut [[[f32; 3]; 4]; 4],
+            x: &__SepInputArray,
+            out: &mut __SepOutputArray,
         ) {
             __sep::planar_forward::<
                 f32,
@@ -837,8 +794,8 @@ const _: () = {
         fn depthwise_planes(
             &self,
             isa: __sep::Isa,
-            x: &[[[f32; 4]; 4]; 4],
-            out: &mut [[[f32; 4]; 4]; 4],
+            x: &__SepInputArray,
+            out: &mut __SepDepthwiseArray,
         ) {
             __sep::planar_depthwise::<
                 f32,
@@ -856,41 +813,37 @@ const _: () = {
             >(isa, &Self::PLANES, &self.planar_weights(), x, out);
         }
         #[inline(always)]
-        fn pointwise_pixels(
-            &self,
-            y: &[[[f32; 4]; 4]; 4],
-            out: &mut [[[f32; 3]; 4]; 4],
-        ) {
+        fn pointwise_pixels(&self, y: &__SepDepthwiseArray, out: &mut __SepOutputArray) {
             for (out, pixel) in out.iter_mut().flatten().zip(y.iter().flatten()) {
                 *out = self.pointwise_at(pixel);
             }
         }
         #[inline(always)]
-        fn pointwise_at(&self, pixel: &[f32; 4]) -> [f32; 3] {
+        fn pointwise_at(&self, pixel: &__SepDepthwisePixel) -> __SepOutputPixel {
             let mut acc = [0.0_f32; 3];
             __sep::pointwise_pixel(&mut acc, pixel, &self.pointwise_weight[..]);
             __sep::activate(::separable::Activation::Relu, &mut acc);
             acc
         }
     }
-    struct __Forward<'a> {
+    struct __SepForward<'a> {
         layer: &'a TinyHead,
-        x: &'a [[[f32; 4]; 4]; 4],
-        out: &'a mut [[[f32; 3]; 4]; 4],
+        x: &'a __SepInputArray,
+        out: &'a mut __SepOutputArray,
     }
-    impl __sep::Kernel for __Forward<'_> {
+    impl __sep::Kernel for __SepForward<'_> {
         type Output = ();
         #[inline(always)]
         fn run(self, isa: __sep::Isa) {
             self.layer.forward_planes(isa, self.x, self.out);
         }
     }
-    struct __Depthwise<'a> {
+    struct __SepDepthwiseStage<'a> {
         layer: &'a TinyHead,
-        x: &'a [[[f32; 4]; 4]; 4],
-        out: &'a mut [[[f32; 4]; 4]; 4],
+        x: &'a __SepInputArray,
+        out: &'a mut __SepDepthwiseArray,
     }
-    impl __sep::Kernel for __Depthwise<'_> {
+    impl __sep::Kernel for __SepDepthwiseStage<'_> {
         type Output = ();
         #[inline(always)]
         fn run(self, isa: __sep::Isa) {
@@ -899,9 +852,9 @@ const _: () = {
     }
     impl ::separable::Layer for TinyHead {
         type Elem = f32;
-        type Input = ::separable::Tensor<4, 4, 4>;
-        type Depthwise = ::separable::Tensor<4, 4, 4>;
-        type Output = ::separable::Tensor<4, 4, 3>;
+        type Input = __SepInput;
+        type Depthwise = __SepDepthwise;
+        type Output = __SepOutput;
         const NAME: &'static str = TinyHead::NAME;
         const SPEC: ::separable::LayerSpec = TinyHead::SPEC;
         const SHAPE: ::separable::LayerShape = TinyHead::SHAPE;
@@ -922,19 +875,6 @@ const _: () = {
             fn to_pytorch(& self) -> ::separable::weights::PytorchWeights < f32 > {
             TinyHead::to_pytorch(self) }
         }
-        fn forward(
-            &self,
-            input: &::separable::Tensor<4, 4, 4>,
-        ) -> ::separable::Tensor<4, 4, 3> {
-            TinyHead::forward(self, input)
-        }
-        fn forward_into(
-            &self,
-            input: &::separable::Tensor<4, 4, 4>,
-            output: &mut ::separable::Tensor<4, 4, 3>,
-        ) {
-            TinyHead::forward_into(self, input, output)
-        }
         fn forward_slices(
             &self,
             input: &[f32],
@@ -945,45 +885,29 @@ const _: () = {
         fn forward_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<4, 4, 4>,
-            output: &mut ::separable::Tensor<4, 4, 3>,
+            input: &__SepInput,
+            output: &mut __SepOutput,
         ) {
             TinyHead::forward_into_with(self, isa, input, output)
         }
         fn depthwise_into_with(
             &self,
             isa: ::separable::Isa,
-            input: &::separable::Tensor<4, 4, 4>,
-            output: &mut ::separable::Tensor<4, 4, 4>,
+            input: &__SepInput,
+            output: &mut __SepDepthwise,
         ) {
             TinyHead::depthwise_into_with(self, isa, input, output)
         }
         fn pointwise_into_with(
             &self,
             isa: ::separable::Isa,
-            depthwise: &::separable::Tensor<4, 4, 4>,
-            output: &mut ::separable::Tensor<4, 4, 3>,
+            depthwise: &__SepDepthwise,
+            output: &mut __SepOutput,
         ) {
             TinyHead::pointwise_into_with(self, isa, depthwise, output)
         }
-        fn depthwise(
-            &self,
-            input: &::separable::Tensor<4, 4, 4>,
-        ) -> ::separable::Tensor<4, 4, 4> {
-            TinyHead::depthwise(self, input)
-        }
-        fn pointwise(
-            &self,
-            depthwise: &::separable::Tensor<4, 4, 4>,
-        ) -> ::separable::Tensor<4, 4, 3> {
-            TinyHead::pointwise(self, depthwise)
-        }
     }
-    const _: () = assert!(
-        TinyHead::PARAMS == TinyHead::SHAPE.params && TinyHead::MACS == TinyHead::SHAPE
-        .macs && TinyHead::STANDARD_PARAMS == TinyHead::SHAPE.standard_params &&
-        TinyHead::STANDARD_MACS == TinyHead::SHAPE.standard_macs
-    );
+    const _: ::separable::LayerShape = TinyHead::SHAPE;
 };
 /// Two small blocks.
 #[derive(Clone, Debug)]
