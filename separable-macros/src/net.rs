@@ -726,13 +726,23 @@ fn with_errors(mut out: TokenStream, errors: Errors) -> TokenStream {
 }
 
 /// Records a block's type name; false (with an error) if the network or an earlier block has
-/// it already.
+/// it already, or if it has the prefix reserved for the items of a layer's expansion.
 fn new_type<'a>(
     name: &'a Ident,
     field: Option<&'a Ident>,
     types: &mut Vec<(&'a Ident, Option<&'a Ident>)>,
     errors: &mut Errors,
 ) -> bool {
+    if field.is_some() && name.to_string().starts_with(codegen::RESERVED_PREFIX) {
+        errors.push(Error::new(
+            name.span(),
+            format!(
+                "`separable_net!` reserves block types starting with `{}` for the items it declares beside them; rename the type",
+                codegen::RESERVED_PREFIX
+            ),
+        ));
+        return false;
+    }
     match types.iter().find(|(seen, _)| *seen == name) {
         None => {
             types.push((name, field));

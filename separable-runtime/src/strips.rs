@@ -179,8 +179,8 @@ pub fn depthwise_on_stack<T: StripLoops, const LEN: usize>(
 }
 
 /// [`forward_on_stack`] with the strips shared out among rayon's threads when the `rayon`
-/// feature is on (in order on this thread otherwise), one scratch buffer per task. Each strip is computed as in
-/// [`forward`], so the output is bit-identical.
+/// feature is on (in order on this thread otherwise), one scratch buffer per task. Each strip
+/// is computed as in [`forward`], so the output is bit-identical.
 ///
 /// # Panics
 /// As [`forward_on_stack`].
