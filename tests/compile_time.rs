@@ -27,14 +27,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The largest accepted ratio of the generated network's rebuild time to the reference one's.
 ///
-/// Measured: 1.4 to 1.6 on two shared cores (0.64 to 0.71 s against 0.40 to 0.50 s). A
+/// Measured: 1.4 to 1.8 on two shared cores (0.64 to 0.78 s against 0.38 to 0.50 s). A
 /// generated strip layer is a constant plan, type aliases for its sizes and one call into
 /// `separable-runtime` per method, whose loaders, kernels and loops are compiled there once.
 /// The reference crate's rebuild is mostly the fixed cost of compiling and linking a binary.
 const BUDGET: f64 = 2.0;
 
 /// Timed rebuilds of each crate; the fastest counts.
-const RUNS: usize = 3;
+const RUNS: usize = 4;
 
 /// Held while a test builds, so that the two tests' builds do not compete for the cores.
 static BUILDS: Mutex<()> = Mutex::new(());
