@@ -843,7 +843,7 @@ fn kernels(ctx: &Ctx<'_>) -> TokenStream {
     match &ctx.plan.depthwise {
         Depthwise::Unrolled => pixel_kernels(ctx),
         Depthwise::Planar(planar) => planar_kernels(ctx, *planar),
-        Depthwise::InteriorBorder { rows, cols, strips } => strip_kernels(ctx, rows, cols, *strips),
+        Depthwise::InteriorBorder { cols, strips } => strip_kernels(ctx, cols, *strips),
     }
 }
 
@@ -1001,12 +1001,7 @@ fn planar_kernels(ctx: &Ctx<'_>, planar: Planar) -> TokenStream {
 /// Larger layers: the runtime's strip loops (`separable_runtime::strips`) with the layer's
 /// plan as a constant and a scratch buffer on the stack. Each strip's depthwise output, a block
 /// of channels at a time, goes to the buffer and from there to the pointwise microkernel.
-fn strip_kernels(
-    ctx: &Ctx<'_>,
-    interior_rows: &Range<usize>,
-    interior_cols: &Range<usize>,
-    strips: Strips,
-) -> TokenStream {
+fn strip_kernels(ctx: &Ctx<'_>, interior_cols: &Range<usize>, strips: Strips) -> TokenStream {
     let layer = ctx.layer;
     let shape = &layer.shape;
     let (krate, elem) = (ctx.krate, &ctx.elem);
@@ -1025,13 +1020,7 @@ fn strip_kernels(
         let padding = [lit(ctx.plan.rows.pad_before), lit(ctx.plan.cols.pad_before)];
         let output = shape.output.map(lit);
         let rows = lit(strips.rows);
-        let [r0, r1, c0, c1] = [
-            interior_rows.start,
-            interior_rows.end,
-            interior_cols.start,
-            interior_cols.end,
-        ]
-        .map(lit);
+        let [c0, c1] = [interior_cols.start, interior_cols.end].map(lit);
         let [dw_act, pw_act] =
             [layer.depthwise_activation, layer.pointwise_activation].map(activation_tokens);
         quote! {
@@ -1047,7 +1036,6 @@ fn strip_kernels(
                 },
                 output: [#(#output),*],
                 rows: #rows,
-                interior_rows: [#r0, #r1],
                 interior_cols: [#c0, #c1],
                 activations: [#krate::Activation::#dw_act, #krate::Activation::#pw_act],
             }

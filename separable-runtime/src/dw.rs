@@ -1,14 +1,15 @@
-//! The depthwise microkernels: the interior run of a row of output pixels, and one border
-//! pixel, over a block of channels.
+//! The depthwise microkernel: a run of adjacent output pixels of one row over a block of
+//! channels, summing the taps of their windows that land inside the input, and the rows built
+//! from it (one run over the interior columns, one per border pixel).
 //!
-//! `acc[c·M + m] += sum over taps t of x[t][c] * w[t][c·M + m]`. Every size is a run-time
-//! value ([`Geometry`]), so the kernels are compiled once, in this crate, whatever layers a
-//! program declares. With multiplier 1 and `f32`, the AVX-512 and AVX2 paths keep a group of
-//! pixels' accumulators in registers across all taps and use fused multiply-adds; they are
-//! compiled with the kernel size and the stride as literals for the 3 x 3 windows of stride 1
-//! and 2 ([`COMPILED_WINDOWS`]), and with the channel count too for [`COMPILED_CHANNELS`], and
-//! read them from the geometry otherwise. Everything else runs
-//! the portable loop, which the compiler vectorises.
+//! `out[c·M + m] = bias[c·M + m] + sum over taps t of x[t][c] * w[t][c·M + m]`. Every size is
+//! a run-time value ([`Geometry`]), so the kernels are compiled once, in this crate, whatever
+//! layers a program declares. With multiplier 1 and `f32`, the AVX-512 and AVX2 paths keep a
+//! group of pixels' accumulators in registers across all taps and use fused multiply-adds; they
+//! are compiled with the kernel size and the stride as literals for the 3 x 3 windows of stride
+//! 1 and 2 ([`COMPILED_WINDOWS`]), and with the channel count too for [`COMPILED_CHANNELS`], and
+//! read them from the geometry otherwise. Everything else runs the portable loop, which the
+//! compiler vectorises.
 
 use crate::Element;
 use crate::gemm::Isa;
@@ -88,30 +89,62 @@ fn last(first: usize, count: usize, step: usize) -> Option<usize> {
     (count - 1).checked_mul(step)?.checked_add(first)
 }
 
-/// Adds the depthwise window sums of a run of adjacent output pixels in one row, all of whose
-/// taps are inside the input (the interior of a row), to `out`: `KC` values per pixel, holding
-/// their biases. `x` is the whole input (`H·W·C`, HWC), `w` the weights (`[KH][KW][C·M]`);
-/// tap `(kh, kw)` of pixel `p` reads input pixel
-/// `(origin[0] + kh·DH, origin[1] + p·SW + kw·DW)`, channels of block `kb`.
+/// The taps of a run of adjacent output pixels of one row that land inside the input: the
+/// same kernel rows and columns for every pixel of the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taps {
+    /// Kernel rows inside the input.
+    pub rows: core::ops::Range<usize>,
+    /// Kernel columns inside the input.
+    pub cols: core::ops::Range<usize>,
+    /// Input `[row, column]` of the first pixel's tap `(rows.start, cols.start)`; pixel `p`'s
+    /// taps are `p · SW` columns to its right.
+    pub origin: [usize; 2],
+    /// Channel block.
+    pub kb: usize,
+}
+
+impl Taps {
+    /// Whether no tap lands inside the input.
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() || self.cols.is_empty()
+    }
+}
+
+/// A layer's depthwise weights `[KH][KW][C·M]` and its bias (`C·M` values), if it has one.
+#[derive(Clone, Copy, Debug)]
+pub struct DepthwiseWeights<'a, T> {
+    /// `[kh][kw][c·M + m]`.
+    pub taps: &'a [T],
+    /// `C·M` values.
+    pub bias: Option<&'a [T]>,
+}
+
+/// Writes the depthwise outputs of a run of adjacent output pixels in one row to `out`, `KC`
+/// values per pixel of channel block `taps.kb`: the bias (zero without one) plus the window
+/// sum over the taps `taps` (see [`Taps`]). `x` is the whole input (`H·W·C`, HWC).
 ///
 /// Several pixels are computed together so their accumulators form independent chains that
-/// keep the FMA units busy.
+/// keep the FMA units busy; a tap outside `taps` is not read, so padding adds nothing.
 ///
 /// # Panics
-/// If `isa` is not supported by this CPU, a tap of the run falls outside the input, the
-/// slices do not have the geometry's sizes, or the block is outside the channels (generated
-/// code never does any of these).
+/// If `isa` is not supported by this CPU, a tap of the run falls outside the input or the
+/// kernel, the slices do not have the geometry's sizes, or the block is outside the channels
+/// (generated code never does any of these).
 #[inline]
 pub fn depthwise_run<T: DepthwiseKernels>(
     isa: Isa,
     geometry: &Geometry,
     x: &[T],
-    origin: [usize; 2],
-    kb: usize,
-    w: &[T],
+    taps: &Taps,
+    weights: &DepthwiseWeights<'_, T>,
     out: &mut [T],
 ) {
-    geometry.check(x.len(), w.len(), kb);
+    let cm = geometry.check(x.len(), weights.taps.len(), taps.kb);
+    assert!(
+        weights.bias.is_none_or(|b| b.len() == cm),
+        "bias has the wrong length"
+    );
     assert!(
         out.len().is_multiple_of(geometry.block),
         "output is not whole pixels"
@@ -120,114 +153,97 @@ pub fn depthwise_run<T: DepthwiseKernels>(
     if pixels == 0 {
         return;
     }
-    let [h, width, _] = geometry.input;
-    let [kh, kw] = geometry.kernel;
-    assert!(kh > 0 && kw > 0, "empty kernel");
-    let bottom = last(origin[0], kh, geometry.dilation[0]);
-    assert!(
-        bottom.is_some_and(|r| r < h),
-        "run reaches past the last row"
-    );
-    let reach = last(origin[1], pixels, geometry.stride[1])
-        .and_then(|col| col.checked_add((kw - 1).checked_mul(geometry.dilation[1])?));
-    assert!(
-        reach.is_some_and(|col| col < width),
-        "run reaches column {reach:?} of {width}"
-    );
+    if !taps.is_empty() {
+        let [h, width, _] = geometry.input;
+        assert!(
+            taps.rows.end <= geometry.kernel[0] && taps.cols.end <= geometry.kernel[1],
+            "taps outside the kernel"
+        );
+        let bottom = last(taps.origin[0], taps.rows.len(), geometry.dilation[0]);
+        assert!(
+            bottom.is_some_and(|r| r < h),
+            "run reaches past the last row"
+        );
+        let reach = last(taps.origin[1], pixels, geometry.stride[1])
+            .and_then(|col| last(col, taps.cols.len(), geometry.dilation[1]));
+        assert!(
+            reach.is_some_and(|col| col < width),
+            "run reaches column {reach:?} of {width}"
+        );
+    }
     assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
     // SAFETY: every condition of `DepthwiseKernels::depthwise_run` was asserted above.
-    unsafe { T::depthwise_run(isa, geometry, x, origin, kb, w, out) };
+    unsafe { T::depthwise_run(isa, geometry, x, taps, weights, out) };
 }
 
-/// The taps of one border pixel that land inside the input: kernel rows `rows` and columns
-/// `cols`, tap `(rows.start, cols.start)` reading input pixel `origin`; channel block `kb`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Taps {
-    /// Kernel rows inside the input.
-    pub rows: core::ops::Range<usize>,
-    /// Kernel columns inside the input.
-    pub cols: core::ops::Range<usize>,
-    /// Input `[row, column]` of the first tap.
-    pub origin: [usize; 2],
-    /// Channel block.
+/// Where [`depthwise_row`] computes: an output row, a channel block, and the columns whose
+/// windows have every column tap inside the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// The output row.
+    pub output_row: usize,
+    /// The channel block.
     pub kb: usize,
+    /// `[first, end)` of the output columns whose windows have every column tap inside the
+    /// input (equal when there are none).
+    pub interior_cols: [usize; 2],
 }
 
-/// Adds one border pixel's in-bounds taps to `acc` (`KC` values, holding its bias); `x` and
-/// `w` as for [`depthwise_run`].
+/// Writes one output row of channel block `row.kb` to `out` (`OW` pixels of `KC` values):
+/// one [`depthwise_run`] over the interior columns and one per border pixel, each with the
+/// taps that land inside the input.
 ///
 /// # Panics
-/// If `isa` is not supported by this CPU, a tap falls outside the input or the weights, or
-/// the slices do not have the geometry's sizes (generated code never does any of these).
-#[inline]
-pub fn depthwise_pixel<T: DepthwiseKernels>(
+/// If `isa` is not supported by this CPU, `out` is not whole pixels, the interior columns are
+/// not inside the row or reach the padding, or the slices do not have the geometry's sizes
+/// (generated code never does any of these).
+pub fn depthwise_row<T: DepthwiseKernels>(
     isa: Isa,
     geometry: &Geometry,
     x: &[T],
-    taps: &Taps,
-    w: &[T],
-    acc: &mut [T],
-) {
-    geometry.check(x.len(), w.len(), taps.kb);
-    assert_eq!(acc.len(), geometry.block, "acc is not one block");
-    if taps.rows.is_empty() || taps.cols.is_empty() {
-        return;
-    }
-    assert!(
-        taps.rows.end <= geometry.kernel[0] && taps.cols.end <= geometry.kernel[1],
-        "taps outside the kernel"
-    );
-    let [h, width, _] = geometry.input;
-    let bottom = last(taps.origin[0], taps.rows.len(), geometry.dilation[0]);
-    let right = last(taps.origin[1], taps.cols.len(), geometry.dilation[1]);
-    assert!(
-        bottom.is_some_and(|r| r < h) && right.is_some_and(|c| c < width),
-        "taps outside the input"
-    );
-    assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
-    // SAFETY: every condition of `DepthwiseKernels::depthwise_pixel` was asserted above.
-    unsafe { T::depthwise_pixel(isa, geometry, x, taps, w, acc) };
-}
-
-/// Adds the in-bounds taps of the border pixels `cols` of output row `oh` to `out` (`KC`
-/// values per pixel, holding their biases); `x` and `w` as for [`depthwise_run`]. The taps of
-/// each pixel are those `tap_range` finds inside the input.
-///
-/// # Panics
-/// If `isa` is not supported by this CPU, `out` is not one block per pixel, or the slices do
-/// not have the geometry's sizes.
-#[allow(clippy::too_many_arguments)] // the layer, its buffers and the row's position
-pub fn depthwise_border<T: DepthwiseKernels>(
-    isa: Isa,
-    geometry: &Geometry,
-    x: &[T],
-    oh: usize,
-    cols: core::ops::Range<usize>,
-    kb: usize,
-    w: &[T],
+    weights: &DepthwiseWeights<'_, T>,
+    row: &Row,
     out: &mut [T],
 ) {
-    geometry.check(x.len(), w.len(), kb);
-    let kc = geometry.block;
-    assert_eq!(
-        Some(out.len()),
-        cols.len().checked_mul(kc),
-        "out is not one block per pixel"
+    let (g, kc) = (geometry, geometry.block);
+    assert!(
+        kc > 0 && out.len().is_multiple_of(kc),
+        "output is not whole pixels"
     );
-    if cols.is_empty() {
-        return;
+    let ow = out.len() / kc;
+    let [c0, c1] = row.interior_cols;
+    assert!(c0 <= c1 && c1 <= ow, "interior columns outside the row");
+    let [h, width, _] = g.input;
+    let (lo, hi) = separable_shape::tap_range(
+        row.output_row,
+        g.stride[0],
+        g.dilation[0],
+        g.padding[0],
+        h,
+        g.kernel[0],
+    );
+    // The first in-bounds tap's input row: non-negative, as `tap_range` admits only taps
+    // inside the input (and unused when there are none).
+    let row0 = (row.output_row * g.stride[0] + lo * g.dilation[0]).saturating_sub(g.padding[0]);
+    let run = |cols: core::ops::Range<usize>, col0: usize, out: &mut [T]| {
+        let taps = Taps {
+            rows: lo..hi,
+            cols,
+            origin: [row0, col0],
+            kb: row.kb,
+        };
+        depthwise_run(isa, g, x, &taps, weights, out);
+    };
+    if c0 < c1 {
+        let col0 = (c0 * g.stride[1])
+            .checked_sub(g.padding[1])
+            .expect("interior columns reach the padding");
+        run(0..g.kernel[1], col0, &mut out[c0 * kc..c1 * kc]);
     }
-    assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
-    let (g, [h, width, _]) = (geometry, geometry.input);
-    let (lo, hi) =
-        separable_shape::tap_range(oh, g.stride[0], g.dilation[0], g.padding[0], h, g.kernel[0]);
-    if lo == hi {
-        return;
-    }
-    // The first in-bounds tap's input row and column: non-negative, as `tap_range` admits only
-    // taps inside the input.
-    let row0 = (oh * g.stride[0] + lo * g.dilation[0]).saturating_sub(g.padding[0]);
-    for (ow, acc) in cols.zip(out.chunks_exact_mut(kc)) {
+    for (ow, pixel) in (0..ow).zip(out.chunks_exact_mut(kc)) {
+        if (c0..c1).contains(&ow) {
+            continue;
+        }
         let (left, right) = separable_shape::tap_range(
             ow,
             g.stride[1],
@@ -236,28 +252,8 @@ pub fn depthwise_border<T: DepthwiseKernels>(
             width,
             g.kernel[1],
         );
-        if left == right {
-            continue;
-        }
         let col0 = (ow * g.stride[1] + left * g.dilation[1]).saturating_sub(g.padding[1]);
-        let taps = Taps {
-            rows: lo..hi,
-            cols: left..right,
-            origin: [row0, col0],
-            kb,
-        };
-        let bottom = last(row0, hi - lo, g.dilation[0]);
-        let end = last(col0, right - left, g.dilation[1]);
-        assert!(
-            hi <= g.kernel[0]
-                && right <= g.kernel[1]
-                && bottom.is_some_and(|r| r < h)
-                && end.is_some_and(|c| c < width),
-            "taps outside the input"
-        );
-        // SAFETY: the geometry, the slices and `isa` were checked above, and the taps of this
-        // pixel just now: the conditions of `DepthwiseKernels::depthwise_pixel`.
-        unsafe { T::depthwise_pixel(isa, g, x, &taps, w, acc) };
+        run(left..right, col0, pixel);
     }
 }
 
@@ -271,76 +267,45 @@ pub trait DepthwiseKernels: Element {
         isa: Isa,
         geometry: &Geometry,
         x: &[Self],
-        origin: [usize; 2],
-        kb: usize,
-        w: &[Self],
+        taps: &Taps,
+        weights: &DepthwiseWeights<'_, Self>,
         out: &mut [Self],
     );
-
-    /// See [`depthwise_pixel`].
-    ///
-    /// # Safety
-    /// `isa` is supported by this CPU and the arguments pass [`depthwise_pixel`]'s checks.
-    unsafe fn depthwise_pixel(
-        isa: Isa,
-        geometry: &Geometry,
-        x: &[Self],
-        taps: &Taps,
-        w: &[Self],
-        acc: &mut [Self],
-    );
-}
-
-/// The portable border pixel: every in-bounds tap over the block's channels.
-fn portable_pixel<T: Element>(g: &Geometry, x: &[T], taps: &Taps, w: &[T], acc: &mut [T]) {
-    let [_, width, c] = g.input;
-    let (m, kc, kw_n) = (g.multiplier, g.block, g.kernel[1]);
-    let cm = c * m;
-    let (ci0, co0) = (taps.kb * (kc / m), taps.kb * kc);
-    for (i, kh) in taps.rows.clone().enumerate() {
-        let row = taps.origin[0] + i * g.dilation[0];
-        for (j, kw) in taps.cols.clone().enumerate() {
-            let col = taps.origin[1] + j * g.dilation[1];
-            let pixel = &x[(row * width + col) * c + ci0..][..kc / m];
-            let weights = &w[(kh * kw_n + kw) * cm + co0..][..kc];
-            for ((acc, wv), &xv) in acc
-                .chunks_exact_mut(m)
-                .zip(weights.chunks_exact(m))
-                .zip(pixel)
-            {
-                for (a, &wv) in acc.iter_mut().zip(wv) {
-                    *a = *a + xv * wv;
-                }
-            }
-        }
-    }
 }
 
 /// Pixels per group of the portable run.
 const PORTABLE_GROUP: usize = 4;
 
-/// The portable run: groups of pixels, taps outermost, channels innermost (vectorised).
+/// The portable run: the bias, then groups of pixels, taps outermost, channels innermost
+/// (vectorised).
 fn portable_run<T: Element>(
     g: &Geometry,
     x: &[T],
-    origin: [usize; 2],
-    kb: usize,
-    w: &[T],
+    taps: &Taps,
+    weights: &DepthwiseWeights<'_, T>,
     out: &mut [T],
 ) {
     let [_, width, c] = g.input;
-    let (m, kc, [kh_n, kw_n]) = (g.multiplier, g.block, g.kernel);
+    let (m, kc, kw_n) = (g.multiplier, g.block, g.kernel[1]);
     let cm = c * m;
     let (sw, [dh, dw]) = (g.stride[1], g.dilation);
-    let (ci0, co0) = (kb * (kc / m), kb * kc);
+    let (ci0, co0) = (taps.kb * (kc / m), taps.kb * kc);
+    match weights.bias {
+        Some(bias) => {
+            for pixel in out.chunks_exact_mut(kc) {
+                pixel.copy_from_slice(&bias[co0..][..kc]);
+            }
+        }
+        None => out.fill(T::ZERO),
+    }
     for (gi, group) in out.chunks_mut(PORTABLE_GROUP * kc).enumerate() {
         let p0 = gi * PORTABLE_GROUP;
-        for kh in 0..kh_n {
-            let row = &x[(origin[0] + kh * dh) * width * c..][..width * c];
-            for kw in 0..kw_n {
-                let wtap = &w[(kh * kw_n + kw) * cm + co0..][..kc];
-                for (j, acc) in group.chunks_exact_mut(kc).enumerate() {
-                    let col = origin[1] + (p0 + j) * sw + kw * dw;
+        for (i, kh) in taps.rows.clone().enumerate() {
+            let row = &x[(taps.origin[0] + i * dh) * width * c..][..width * c];
+            for (j, kw) in taps.cols.clone().enumerate() {
+                let wtap = &weights.taps[(kh * kw_n + kw) * cm + co0..][..kc];
+                for (q, acc) in group.chunks_exact_mut(kc).enumerate() {
+                    let col = taps.origin[1] + (p0 + q) * sw + j * dw;
                     let xs = &row[col * c + ci0..][..kc / m];
                     if m == 1 {
                         for ((a, &xv), &wv) in acc.iter_mut().zip(xs).zip(wtap) {
@@ -366,23 +331,11 @@ impl DepthwiseKernels for f64 {
         _: Isa,
         geometry: &Geometry,
         x: &[f64],
-        origin: [usize; 2],
-        kb: usize,
-        w: &[f64],
+        taps: &Taps,
+        weights: &DepthwiseWeights<'_, f64>,
         out: &mut [f64],
     ) {
-        portable_run(geometry, x, origin, kb, w, out);
-    }
-
-    unsafe fn depthwise_pixel(
-        _: Isa,
-        geometry: &Geometry,
-        x: &[f64],
-        taps: &Taps,
-        w: &[f64],
-        acc: &mut [f64],
-    ) {
-        portable_pixel(geometry, x, taps, w, acc);
+        portable_run(geometry, x, taps, weights, out);
     }
 }
 
@@ -391,23 +344,30 @@ impl DepthwiseKernels for f32 {
         isa: Isa,
         geometry: &Geometry,
         x: &[f32],
-        origin: [usize; 2],
-        kb: usize,
-        w: &[f32],
+        taps: &Taps,
+        weights: &DepthwiseWeights<'_, f32>,
         out: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
         if geometry.multiplier == 1 && isa != Isa::Portable {
             let [_, width, c] = geometry.input;
             let kc = geometry.block;
+            let c0 = taps.kb * kc;
+            // The first tap's row; no input is read when there are no taps.
+            let first = if taps.is_empty() {
+                0
+            } else {
+                taps.origin[0] * width * c + c0
+            };
             let args = x86::Run {
                 out: out.as_mut_ptr(),
-                // Channel `kb * KC` of input pixel `(origin[0], 0)`; with multiplier 1 the
-                // weights' channel stride `C·M` is `C`.
-                input: x[(origin[0] * width) * c + kb * kc..].as_ptr(),
-                weights: w[kb * kc..].as_ptr(),
+                input: x[first..].as_ptr(),
+                weights: weights.taps[c0..].as_ptr(),
+                bias: weights.bias.map(|b| b[c0..].as_ptr()),
                 pixels: out.len() / kc,
-                col0: origin[1],
+                col0: taps.origin[1],
+                rows: [taps.rows.start, taps.rows.end],
+                cols: [taps.cols.start, taps.cols.end],
                 row_step: geometry.dilation[0] * width * c,
                 channels: c,
                 block: kc,
@@ -421,12 +381,9 @@ impl DepthwiseKernels for f32 {
                 geometry.stride[1],
                 geometry.dilation[1],
             );
-            // SAFETY: the caller's contract: `depthwise_run` checked that every tap of the run
-            // is inside the input, the block inside the weights and `out` whole pixels, and
-            // that this CPU supports `isa`.
+            // SAFETY: `depthwise_run` checked that `isa` is supported and every tap of the
+            // run is inside the input and the weights; `x86::Run` is those checked sizes.
             unsafe {
-                // The compiled windows, each also for the channel counts of `COMPILED_CHANNELS`
-                // (every offset of the taps a literal), then the same code with run-time sizes.
                 macro_rules! compiled {
                     ($kernel:ident: $(($kh:literal, $kw:literal, $sw:literal, $dw:literal))*) => {
                         match (window, c) {
@@ -451,41 +408,17 @@ impl DepthwiseKernels for f32 {
             }
             return;
         }
-        portable_run(geometry, x, origin, kb, w, out);
-    }
-
-    unsafe fn depthwise_pixel(
-        isa: Isa,
-        geometry: &Geometry,
-        x: &[f32],
-        taps: &Taps,
-        w: &[f32],
-        acc: &mut [f32],
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        if geometry.multiplier == 1 && isa == Isa::Avx512 {
-            let kc = geometry.block;
-            let input = x[taps.kb * kc..].as_ptr();
-            let weights = w[taps.kb * kc..].as_ptr();
-            // SAFETY: `depthwise_pixel` checked every tap against the input and the weights
-            // and the block against both; `isa` is supported (the caller's contract).
-            unsafe {
-                x86::pixel_avx512(acc, input, weights, geometry, taps);
-            }
-            return;
-        }
-        portable_pixel(geometry, x, taps, w, acc);
+        portable_run(geometry, x, taps, weights, out);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::{
-        __m256, __m512, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm512_fmadd_ps,
-        _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_storeu_ps,
+        __m256, __m512, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
+        _mm512_setzero_ps, _mm512_storeu_ps,
     };
-
-    use super::{Geometry, Taps};
 
     /// `(1 << left) - 1` lanes, all 16 from 16 on.
     fn lanes(left: usize) -> u16 {
@@ -531,82 +464,24 @@ mod x86 {
         }
     }
 
-    /// One border pixel: the taps `taps.rows x taps.cols`, 16 channels at a time.
-    ///
-    /// # Safety
-    /// AVX-512F, multiplier 1; `input` points at channel `kb * KC` of input pixel `(0, 0)` of
-    /// the geometry's input, `weights` at channel `kb * KC` of weight `[0][0]`, and every tap of
-    /// `taps` is inside both; `acc` holds `KC` floats.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pixel_avx512(
-        acc: &mut [f32],
-        input: *const f32,
-        weights: *const f32,
-        g: &Geometry,
-        taps: &Taps,
-    ) {
-        let [_, width, c] = g.input;
-        let (kc, kw_n, [dh, dw]) = (g.block, g.kernel[1], g.dilation);
-        let acc = acc.as_mut_ptr();
-        let sizes = [width, c, kw_n, dh, dw];
-        let mut ch = 0;
-        while ch < kc {
-            let mask = lanes(kc - ch);
-            // SAFETY: per the caller's contract; `FULL` only for 16 channels inside the block.
-            unsafe {
-                let (a, x, w) = (acc.add(ch), input.add(ch), weights.add(ch));
-                if ch + 16 <= kc {
-                    pixel_lanes::<true>(a, x, w, taps, sizes, mask);
-                } else {
-                    pixel_lanes::<false>(a, x, w, taps, sizes, mask);
-                }
-            }
-            ch += 16;
-        }
-    }
-
-    /// 16 channels (those of `mask` unless `FULL`) of one border pixel.
-    ///
-    /// # Safety
-    /// As `pixel_avx512`, with `acc`, `input` and `weights` moved to the first of the channels.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn pixel_lanes<const FULL: bool>(
-        acc: *mut f32,
-        input: *const f32,
-        weights: *const f32,
-        taps: &Taps,
-        [width, c, kw_n, dh, dw]: [usize; 5],
-        mask: u16,
-    ) {
-        // SAFETY: per the caller's contract.
-        unsafe {
-            let mut sum = load::<FULL>(mask, acc);
-            for (i, kh) in taps.rows.clone().enumerate() {
-                let row = taps.origin[0] + i * dh;
-                for (j, kw) in taps.cols.clone().enumerate() {
-                    let col = taps.origin[1] + j * dw;
-                    let xv = load::<FULL>(mask, input.add((row * width + col) * c));
-                    let wv = load::<FULL>(mask, weights.add((kh * kw_n + kw) * c));
-                    sum = _mm512_fmadd_ps(xv, wv, sum);
-                }
-            }
-            store::<FULL>(mask, acc, sum);
-        }
-    }
-
-    /// One interior run, multiplier 1.
+    /// One run, multiplier 1.
     pub(super) struct Run {
-        /// `pixels` blocks of `block` accumulators.
+        /// `pixels` blocks of `block` outputs.
         pub(super) out: *mut f32,
-        /// Channel `kb * KC` of the input pixel in the row of tap `kh = 0`, column 0.
+        /// Channel `kb * KC` of the input pixel in the row of tap `kh = rows[0]`, column 0.
         pub(super) input: *const f32,
         /// Channel `kb * KC` of weight `[0][0]` (channel stride `channels`).
         pub(super) weights: *const f32,
+        /// Channel `kb * KC` of the bias, if there is one.
+        pub(super) bias: Option<*const f32>,
         /// Output pixels of the run.
         pub(super) pixels: usize,
-        /// Input column of tap `kw = 0` of the first pixel.
+        /// Input column of tap `kw = cols[0]` of the first pixel.
         pub(super) col0: usize,
+        /// `[first, end)` of the kernel rows whose taps are read.
+        pub(super) rows: [usize; 2],
+        /// `[first, end)` of the kernel columns whose taps are read.
+        pub(super) cols: [usize; 2],
         /// Elements from one tap row to the next: `DH·W·C`.
         pub(super) row_step: usize,
         /// `C`: the input's and the weights' channel stride.
@@ -633,10 +508,10 @@ mod x86 {
     const GROUP256: usize = 6;
 
     /// # Safety
-    /// AVX-512F. Every tap of the run (row `kh · row_step`, column
-    /// `col0 + p · SW + kw · DW` for `p < pixels`, `kh < KH`, `kw < KW`) is inside the input,
-    /// the block inside the weights, `out` holds `pixels · block` floats; `KH`, `KW`, `SW`,
-    /// `DW` are 0 or the run's.
+    /// AVX-512F. Every tap of the run (row `(kh - rows[0]) · row_step`, column
+    /// `col0 + p · SW + (kw - cols[0]) · DW` for `p < pixels` and `kh`, `kw` in `rows`,
+    /// `cols`) is inside the input, the block inside the weights and the bias, `out` holds
+    /// `pixels · block` floats; `KH`, `KW`, `SW`, `DW` are 0 or the run's.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn run_avx512<
         const KH: usize,
@@ -704,16 +579,26 @@ mod x86 {
         // SAFETY: every offset is inside the buffers per the caller's contract.
         unsafe {
             let out = run.out;
-            let mut acc: [__m512; G] = [_mm512_maskz_loadu_ps(0, out); G];
-            for (j, acc) in acc.iter_mut().enumerate() {
-                *acc = load::<FULL>(mask, out.add((p + j) * kc + c));
-            }
+            let init = match run.bias {
+                Some(bias) => load::<FULL>(mask, bias.add(c)),
+                None => _mm512_setzero_ps(),
+            };
+            let mut acc: [__m512; G] = [init; G];
+            let ([r0, r1], [c0, c1]) = (run.rows, run.cols);
+            // Every kernel row and column in turn, so that the loops unroll for literal sizes;
+            // those outside the run's taps are skipped.
             for kh in 0..kh_n {
-                let row = run.input.add(kh * run.row_step + c);
+                if kh < r0 || kh >= r1 {
+                    continue;
+                }
+                let row = run.input.add((kh - r0) * run.row_step + c);
                 let taps = run.weights.add(kh * kw_n * ch + c);
                 for kw in 0..kw_n {
+                    if kw < c0 || kw >= c1 {
+                        continue;
+                    }
                     let wv = load::<FULL>(mask, taps.add(kw * ch));
-                    let x = row.add((run.col0 + p * sw + kw * dw) * ch);
+                    let x = row.add((run.col0 + p * sw + (kw - c0) * dw) * ch);
                     for (j, acc) in acc.iter_mut().enumerate() {
                         let xv = load::<FULL>(mask, x.add(j * sw * ch));
                         *acc = _mm512_fmadd_ps(xv, wv, *acc);
@@ -762,23 +647,23 @@ mod x86 {
             p += group;
         }
         // The last channels, one at a time.
-        let (kh_n, kw_n) = (size::<KH>(run.kernel[0]), size::<KW>(run.kernel[1]));
+        let kw_n = size::<KW>(run.kernel[1]);
         let (sw, dw) = (size::<SW>(run.stride), size::<DW>(run.dilation));
         let (ch, kc) = (size::<C>(run.channels), run.block);
         for c in vectors..kc {
             for p in 0..run.pixels {
                 // SAFETY: as above, for one lane.
                 unsafe {
-                    let o = run.out.add(p * kc + c);
-                    let mut sum = *o;
-                    for kh in 0..kh_n {
-                        for kw in 0..kw_n {
-                            let col = run.col0 + p * sw + kw * dw;
-                            sum += *run.input.add(kh * run.row_step + col * ch + c)
+                    let mut sum = run.bias.map_or(0.0, |bias| *bias.add(c));
+                    for kh in run.rows[0]..run.rows[1] {
+                        for kw in run.cols[0]..run.cols[1] {
+                            let row = (kh - run.rows[0]) * run.row_step;
+                            let col = run.col0 + p * sw + (kw - run.cols[0]) * dw;
+                            sum += *run.input.add(row + col * ch + c)
                                 * *run.weights.add((kh * kw_n + kw) * ch + c);
                         }
                     }
-                    *o = sum;
+                    *run.out.add(p * kc + c) = sum;
                 }
             }
         }
@@ -806,16 +691,24 @@ mod x86 {
         // SAFETY: every offset is inside the buffers per the caller's contract.
         unsafe {
             let out = run.out;
-            let mut acc: [__m256; G] = [_mm256_loadu_ps(out); G];
-            for (j, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm256_loadu_ps(out.add((p + j) * kc + c));
-            }
+            let init = match run.bias {
+                Some(bias) => _mm256_loadu_ps(bias.add(c)),
+                None => _mm256_setzero_ps(),
+            };
+            let mut acc: [__m256; G] = [init; G];
+            let ([r0, r1], [c0, c1]) = (run.rows, run.cols);
             for kh in 0..kh_n {
-                let row = run.input.add(kh * run.row_step + c);
+                if kh < r0 || kh >= r1 {
+                    continue;
+                }
+                let row = run.input.add((kh - r0) * run.row_step + c);
                 let taps = run.weights.add(kh * kw_n * ch + c);
                 for kw in 0..kw_n {
+                    if kw < c0 || kw >= c1 {
+                        continue;
+                    }
                     let wv = _mm256_loadu_ps(taps.add(kw * ch));
-                    let x = row.add((run.col0 + p * sw + kw * dw) * ch);
+                    let x = row.add((run.col0 + p * sw + (kw - c0) * dw) * ch);
                     for (j, acc) in acc.iter_mut().enumerate() {
                         let xv = _mm256_loadu_ps(x.add(j * sw * ch));
                         *acc = _mm256_fmadd_ps(xv, wv, *acc);
@@ -835,8 +728,8 @@ mod tests {
     use alloc::vec;
     use alloc::vec::Vec;
 
-    /// An input and weights of small integers (every sum exact in any order).
-    fn data(g: &Geometry) -> (Vec<f32>, Vec<f32>) {
+    /// An input, weights and a bias of small integers (every sum exact in any order).
+    fn data(g: &Geometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let [h, w, c] = g.input;
         let cm = c * g.multiplier;
         let x = (0..h * w * c)
@@ -845,24 +738,25 @@ mod tests {
         let weights = (0..g.kernel[0] * g.kernel[1] * cm)
             .map(|i| ((i * 3 + i / cm * 5) % 7) as f32 - 3.0)
             .collect();
-        (x, weights)
+        let bias = (0..cm).map(|k| (k % 13) as f32).collect();
+        (x, weights, bias)
     }
 
-    /// A plain sum over the taps `rows x cols` from input pixel `origin`, block `kb`, onto `bias`.
+    /// A plain sum over the taps `rows x cols` from input pixel `origin`, block `kb`, onto the
+    /// bias (or zero).
     fn expected(
         g: &Geometry,
-        (x, w): (&[f32], &[f32]),
+        (x, w, bias): (&[f32], &[f32], Option<&[f32]>),
         (rows, cols): (core::ops::Range<usize>, core::ops::Range<usize>),
         origin: [usize; 2],
         kb: usize,
-        bias: &[f32],
     ) -> Vec<f32> {
         let [_, width, c] = g.input;
         let (m, kc) = (g.multiplier, g.block);
         (0..kc)
             .map(|k| {
                 let (co, ci) = (kb * kc + k, (kb * kc + k) / m);
-                let mut sum = bias[k];
+                let mut sum = bias.map_or(0.0, |b| b[co]);
                 for (i, kh) in rows.clone().enumerate() {
                     for (j, kw) in cols.clone().enumerate() {
                         let (r, col) =
@@ -882,18 +776,22 @@ mod tests {
             .filter(|isa| isa.is_supported())
     }
 
+    /// The windows the tests run: the literal ones and others.
+    const WINDOWS: [([usize; 2], [usize; 2], [usize; 2]); 7] = [
+        ([3, 3], [1, 1], [1, 1]),
+        ([3, 3], [2, 2], [1, 1]),
+        ([3, 3], [1, 1], [2, 2]),
+        ([3, 3], [3, 3], [2, 2]),
+        ([5, 5], [1, 1], [1, 1]),
+        ([1, 1], [2, 2], [1, 1]),
+        ([2, 4], [1, 2], [3, 1]),
+    ];
+
     /// Every path, over channel counts around the vector widths, run lengths around the pixel
-    /// groups, the windows with literal sizes and others, against a plain sum.
+    /// groups, the windows with literal sizes and others, sub-windows of taps, with and
+    /// without a bias, against a plain sum.
     fn check(c: usize, m: usize, kc: usize) {
-        for (kernel, stride, dilation) in [
-            ([3, 3], [1, 1], [1, 1]),
-            ([3, 3], [2, 2], [1, 1]),
-            ([3, 3], [1, 1], [2, 2]),
-            ([3, 3], [3, 3], [2, 2]),
-            ([5, 5], [1, 1], [1, 1]),
-            ([1, 1], [2, 2], [1, 1]),
-            ([2, 4], [1, 2], [3, 1]),
-        ] {
+        for (kernel, stride, dilation) in WINDOWS {
             let g = Geometry {
                 input: [9, 40, c],
                 multiplier: m,
@@ -903,61 +801,50 @@ mod tests {
                 dilation,
                 padding: [0, 0],
             };
-            let (x, w) = data(&g);
-            let bias: Vec<f32> = (0..kc).map(|k| k as f32).collect();
+            let (x, w, bias) = data(&g);
+            let [kh, kw] = kernel;
+            let sub_rows = [0..kh, 1..kh, 0..1, 0..0];
+            let sub_cols = [0..kw, 0..kw - 1, 1..kw];
             for isa in isas() {
-                for (row0, col0) in [(0, 0), (1, 3), (0, 1)] {
-                    for pixels in [0_usize, 1, 5, 6, 7, 8, 9, 13, 17] {
-                        let reach = col0
-                            + pixels.saturating_sub(1) * stride[1]
-                            + (kernel[1] - 1) * dilation[1];
-                        if reach >= 40 || row0 + (kernel[0] - 1) * dilation[0] >= 9 {
-                            continue;
-                        }
-                        for kb in 0..c * m / kc {
-                            let mut out: Vec<f32> = bias.repeat(pixels);
-                            depthwise_run(isa, &g, &x, [row0, col0], kb, &w, &mut out);
-                            let want: Vec<f32> = (0..pixels)
-                                .flat_map(|p| {
-                                    expected(
-                                        &g,
-                                        (&x, &w),
-                                        (0..kernel[0], 0..kernel[1]),
-                                        [row0, col0 + p * stride[1]],
-                                        kb,
-                                        &bias,
-                                    )
-                                })
-                                .collect();
-                            assert_eq!(
-                                out, want,
-                                "{isa:?} {g:?} run {row0}/{col0} pixels {pixels} block {kb}"
-                            );
-                        }
-                    }
-                }
-                // Border pixels: every sub-window of taps.
-                for rows in [0..kernel[0], 1..kernel[0], 0..1] {
-                    for cols in [0..kernel[1], 0..kernel[1] - 1, 1..kernel[1]] {
-                        for kb in 0..c * m / kc {
-                            let origin = [1, 2];
-                            let taps = Taps {
-                                rows: rows.clone(),
-                                cols: cols.clone(),
-                                origin,
-                                kb,
-                            };
-                            let mut acc = bias.clone();
-                            depthwise_pixel(isa, &g, &x, &taps, &w, &mut acc);
-                            let want = expected(
-                                &g,
-                                (&x, &w),
-                                (rows.clone(), cols.clone()),
-                                origin,
-                                kb,
-                                &bias,
-                            );
-                            assert_eq!(acc, want, "{isa:?} {g:?} taps {taps:?}");
+                for (rows, cols) in sub_rows
+                    .iter()
+                    .flat_map(|r| sub_cols.iter().map(move |c| (r.clone(), c.clone())))
+                {
+                    for (row0, col0) in [(0, 0), (1, 3), (0, 1)] {
+                        for pixels in [0_usize, 1, 5, 6, 7, 8, 9, 13, 17] {
+                            let reach = col0
+                                + pixels.saturating_sub(1) * stride[1]
+                                + cols.len().saturating_sub(1) * dilation[1];
+                            let bottom = row0 + rows.len().saturating_sub(1) * dilation[0];
+                            if reach >= 40 || bottom >= 9 {
+                                continue;
+                            }
+                            let biases = [Some(&bias[..]), None];
+                            let blocks = (0..c * m / kc).flat_map(|kb| biases.map(|b| (kb, b)));
+                            for (kb, bias) in blocks {
+                                let taps = Taps {
+                                    rows: rows.clone(),
+                                    cols: cols.clone(),
+                                    origin: [row0, col0],
+                                    kb,
+                                };
+                                let weights = DepthwiseWeights { taps: &w, bias };
+                                // Written, not added to: whatever `out` held is gone.
+                                let mut out = vec![f32::NAN; pixels * kc];
+                                depthwise_run(isa, &g, &x, &taps, &weights, &mut out);
+                                let want: Vec<f32> = (0..pixels)
+                                    .flat_map(|p| {
+                                        expected(
+                                            &g,
+                                            (&x, &w, bias),
+                                            (rows.clone(), cols.clone()),
+                                            [row0, col0 + p * stride[1]],
+                                            kb,
+                                        )
+                                    })
+                                    .collect();
+                                assert_eq!(out, want, "{isa:?} {g:?} {taps:?} pixels {pixels}");
+                            }
                         }
                     }
                 }
@@ -978,10 +865,85 @@ mod tests {
         check(8, 3, 12);
     }
 
+    /// Whole rows with padding on every side, including rows and columns that see only
+    /// padding, against a plain sum over the taps inside the input.
     #[test]
-    #[should_panic(expected = "run reaches column")]
-    fn a_run_past_the_row_is_refused() {
-        let g = Geometry {
+    fn rows_sum_the_taps_inside_the_input() {
+        for (kernel, stride, dilation) in WINDOWS {
+            for padding in [[1, 1], [0, 2], [3, 4]] {
+                let g = Geometry {
+                    input: [5, 11, 17],
+                    multiplier: 1,
+                    block: 17,
+                    kernel,
+                    stride,
+                    dilation,
+                    padding,
+                };
+                let (x, w, bias) = data(&g);
+                let axis = |o: usize, a: usize| {
+                    separable_shape::tap_range(
+                        o,
+                        stride[a],
+                        dilation[a],
+                        padding[a],
+                        g.input[a],
+                        kernel[a],
+                    )
+                };
+                // Output sizes with the padding on both sides.
+                let size = |a: usize| {
+                    (g.input[a] + 2 * padding[a]).saturating_sub((kernel[a] - 1) * dilation[a] + 1)
+                        / stride[a]
+                        + 1
+                };
+                let (oh, ow) = (size(0), size(1));
+                let interior: Vec<usize> =
+                    (0..ow).filter(|&o| axis(o, 1) == (0, kernel[1])).collect();
+                let interior_cols = match (interior.first(), interior.last()) {
+                    (Some(&a), Some(&b)) => [a, b + 1],
+                    _ => [0, 0],
+                };
+                for isa in isas() {
+                    for output_row in 0..oh {
+                        let row = Row {
+                            output_row,
+                            kb: 0,
+                            interior_cols,
+                        };
+                        let weights = DepthwiseWeights {
+                            taps: &w,
+                            bias: Some(&bias),
+                        };
+                        let mut out = vec![f32::NAN; ow * 17];
+                        depthwise_row(isa, &g, &x, &weights, &row, &mut out);
+                        let (lo, hi) = axis(output_row, 0);
+                        let want: Vec<f32> = (0..ow)
+                            .flat_map(|o| {
+                                let (left, right) = axis(o, 1);
+                                let origin = [
+                                    (output_row * stride[0] + lo * dilation[0])
+                                        .saturating_sub(padding[0]),
+                                    (o * stride[1] + left * dilation[1]).saturating_sub(padding[1]),
+                                ];
+                                expected(
+                                    &g,
+                                    (&x, &w, Some(&bias)),
+                                    (lo..hi, left..right),
+                                    origin,
+                                    0,
+                                )
+                            })
+                            .collect();
+                        assert_eq!(out, want, "{isa:?} {g:?} row {output_row}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn tiny() -> Geometry {
+        Geometry {
             input: [3, 4, 1],
             multiplier: 1,
             block: 1,
@@ -989,31 +951,67 @@ mod tests {
             stride: [1, 1],
             dilation: [1, 1],
             padding: [0, 0],
-        };
+        }
+    }
+
+    /// A run of `pixels` pixels over `rows x cols` from `origin` on a 3 x 4 x 1 input.
+    fn run_tiny(
+        (rows, cols): (core::ops::Range<usize>, core::ops::Range<usize>),
+        origin: [usize; 2],
+        bias: Option<&[f32]>,
+        pixels: usize,
+    ) {
         let (x, w) = (vec![0.0f32; 12], vec![0.0f32; 9]);
-        let mut out = [0.0f32; 2];
-        depthwise_run(Isa::Portable, &g, &x, [0, 1], 0, &w, &mut out);
+        let taps = Taps {
+            rows,
+            cols,
+            origin,
+            kb: 0,
+        };
+        let weights = DepthwiseWeights { taps: &w, bias };
+        let mut out = vec![0.0f32; pixels];
+        depthwise_run(Isa::Portable, &tiny(), &x, &taps, &weights, &mut out);
     }
 
     #[test]
-    #[should_panic(expected = "taps outside the input")]
-    fn a_border_pixel_past_the_input_is_refused() {
-        let g = Geometry {
-            input: [3, 4, 1],
-            multiplier: 1,
-            block: 1,
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilation: [1, 1],
-            padding: [0, 0],
-        };
+    #[should_panic(expected = "run reaches column")]
+    fn a_run_past_the_row_is_refused() {
+        run_tiny((0..3, 0..3), [0, 1], None, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "run reaches past the last row")]
+    fn a_run_past_the_input_is_refused() {
+        run_tiny((0..3, 0..2), [1, 0], None, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "taps outside the kernel")]
+    fn taps_outside_the_kernel_are_refused() {
+        run_tiny((0..1, 2..4), [0, 0], None, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "bias has the wrong length")]
+    fn a_short_bias_is_refused() {
+        run_tiny((0..0, 0..0), [0, 0], Some(&[]), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "interior columns reach the padding")]
+    fn an_interior_on_the_padding_is_refused() {
+        let mut g = tiny();
+        g.padding = [1, 1];
         let (x, w) = (vec![0.0f32; 12], vec![0.0f32; 9]);
-        let taps = Taps {
-            rows: 0..3,
-            cols: 0..2,
-            origin: [1, 0],
-            kb: 0,
+        let weights = DepthwiseWeights {
+            taps: &w,
+            bias: None,
         };
-        depthwise_pixel(Isa::Portable, &g, &x, &taps, &w, &mut [0.0f32]);
+        let row = Row {
+            output_row: 1,
+            kb: 0,
+            interior_cols: [0, 2],
+        };
+        depthwise_row(Isa::Portable, &g, &x, &weights, &row, &mut [0.0f32; 4]);
     }
 }

@@ -12,6 +12,7 @@ use separable_shape::Activation;
 
 use crate::dw::{self, DepthwiseKernels, Geometry};
 use crate::gemm::{self, Block, Isa, Microkernels};
+use crate::kernel::Aligned;
 use crate::passes::{self, Passes};
 
 /// How a layer's output is cut into strips of rows and blocks of channels, and where its
@@ -24,8 +25,6 @@ pub struct StripPlan {
     pub output: [usize; 3],
     /// Output rows per strip.
     pub rows: usize,
-    /// `[first, end)` of the output rows whose windows have every row tap inside the input.
-    pub interior_rows: [usize; 2],
     /// `[first, end)` of the output columns whose windows have every column tap inside the
     /// input.
     pub interior_cols: [usize; 2],
@@ -60,18 +59,16 @@ impl StripPlan {
     }
 
     /// Asserts what every loop relies on: whole channel blocks, non-empty strips and interior
-    /// ranges inside the output.
+    /// columns inside the output.
     fn check(&self) {
-        let [oh, ow, _] = self.output;
+        let ow = self.output[1];
         let kc = self.geometry.block;
         assert!(
             kc > 0 && self.depthwise_channels().is_multiple_of(kc),
             "the channel block does not divide the depthwise channels"
         );
         assert!(self.rows > 0, "empty strips");
-        let [r0, r1] = self.interior_rows;
         let [c0, c1] = self.interior_cols;
-        assert!(r0 <= r1 && r1 <= oh, "interior rows outside the output");
         assert!(c0 <= c1 && c1 <= ow, "interior columns outside the output");
     }
 
@@ -157,8 +154,10 @@ pub fn forward_on_stack<T: StripLoops, const LEN: usize>(
     x: &[T],
     out: &mut [T],
 ) {
-    let mut scratch = [T::ZERO; LEN];
-    forward(isa, plan, weights, x, out, &mut scratch);
+    // Aligned to a cache line: a misaligned scratch splits every vector load and store of
+    // the depthwise output across two lines.
+    let mut scratch = Aligned([T::ZERO; LEN]);
+    forward(isa, plan, weights, x, out, &mut *scratch);
 }
 
 /// [`StripLoops::depthwise`] with a scratch buffer of `LEN` elements on the stack, as
@@ -174,8 +173,8 @@ pub fn depthwise_on_stack<T: StripLoops, const LEN: usize>(
     x: &[T],
     out: &mut [T],
 ) {
-    let mut scratch = [T::ZERO; LEN];
-    T::depthwise(isa, plan, weights, x, out, &mut scratch);
+    let mut scratch = Aligned([T::ZERO; LEN]);
+    T::depthwise(isa, plan, weights, x, out, &mut *scratch);
 }
 
 /// [`forward_on_stack`] with the strips shared out among rayon's threads when the `rayon`
@@ -196,8 +195,8 @@ pub fn forward_parallel<T: StripLoops, const LEN: usize>(
     crate::parallel::for_each_chunk_with(
         out,
         plan.rows * ow * n,
-        || [T::ZERO; LEN],
-        |scratch, strip, out| T::forward_strip(isa, plan, weights, x, strip, out, scratch),
+        || Aligned([T::ZERO; LEN]),
+        |scratch, strip, out| T::forward_strip(isa, plan, weights, x, strip, out, &mut **scratch),
     );
 }
 
@@ -228,7 +227,7 @@ fn forward_strip_loop<T: StripLoops>(
     let bias = weights.pointwise_bias.unwrap_or(&[]);
     for kb in 0..cm / kc {
         let strip = &mut scratch[..pixels * kc];
-        depthwise_block(isa, plan, weights, x, [r0, r1], kb, strip);
+        depthwise_block(isa, plan, weights, x, r0, kb, strip);
         let block = Block {
             a: strip,
             pixels,
@@ -259,9 +258,14 @@ fn depthwise_loop<T: StripLoops>(
         let r1 = (r0 + plan.rows).min(oh);
         let pixels = (r1 - r0) * ow;
         let rows = &mut out[r0 * ow * cm..r1 * ow * cm];
+        if kc == cm {
+            // One block holds every channel: the strip is these rows.
+            depthwise_block(isa, plan, weights, x, r0, 0, rows);
+            continue;
+        }
         for kb in 0..cm / kc {
             let strip = &mut scratch[..pixels * kc];
-            depthwise_block(isa, plan, weights, x, [r0, r1], kb, strip);
+            depthwise_block(isa, plan, weights, x, r0, kb, strip);
             passes::scatter(isa, strip, rows, kc, cm, kb * kc);
         }
     }
@@ -297,52 +301,30 @@ fn pointwise_loop<T: StripLoops>(
     }
 }
 
-/// The depthwise stage, with its bias and activation, of output rows `rows` and channel block
-/// `kb` into `out`, one block per pixel of those rows: the bias, then per row one run over the
-/// interior and the border pixels on either side of it (none where the interior is the whole
-/// row), then the activation.
+/// The depthwise stage, with its bias and activation, of channel block `kb` of the output rows
+/// from `first` into `out`, one block per pixel of those rows: row by row, one run over the
+/// interior columns and one per border pixel, each over the taps inside the input.
 fn depthwise_block<T: StripLoops>(
     isa: Isa,
     plan: &StripPlan,
     weights: &StripWeights<'_, T>,
     x: &[T],
-    [r0, r1]: [usize; 2],
+    first: usize,
     kb: usize,
     out: &mut [T],
 ) {
     let g = &plan.geometry;
-    let kc = g.block;
-    let ow = plan.output[1];
-    let w = weights.depthwise;
-    match weights.depthwise_bias {
-        Some(bias) => passes::fill(isa, out, &bias[kb * kc..][..kc]),
-        None => out.fill(T::ZERO),
-    }
-    let [ir0, ir1] = plan.interior_rows;
-    let [ic0, ic1] = plan.interior_cols;
-    let has_interior = ir0 < ir1 && ic0 < ic1;
-    if has_interior {
-        // Every tap of these windows is inside the input, so the subtractions cannot wrap.
-        let col0 = ic0 * g.stride[1] - g.padding[1];
-        for oh in r0.max(ir0)..r1.min(ir1) {
-            let row = (oh - r0) * ow;
-            let origin = [oh * g.stride[0] - g.padding[0], col0];
-            let run = &mut out[(row + ic0) * kc..(row + ic1) * kc];
-            dw::depthwise_run(isa, g, x, origin, kb, w, run);
-        }
-    }
-    // Border: pixels whose window overlaps the padding, with the taps inside the input.
-    for oh in r0..r1 {
-        let (left, right) = if has_interior && (ir0..ir1).contains(&oh) {
-            (ic0, ic1)
-        } else {
-            (ow, ow)
+    let depthwise = dw::DepthwiseWeights {
+        taps: weights.depthwise,
+        bias: weights.depthwise_bias,
+    };
+    for (i, pixels) in out.chunks_exact_mut(plan.output[1] * g.block).enumerate() {
+        let row = dw::Row {
+            output_row: first + i,
+            kb,
+            interior_cols: plan.interior_cols,
         };
-        let row = (oh - r0) * ow;
-        let (head, rest) = out[row * kc..(row + ow) * kc].split_at_mut(left * kc);
-        dw::depthwise_border(isa, g, x, oh, 0..left, kb, w, head);
-        let tail = &mut rest[(right - left) * kc..];
-        dw::depthwise_border(isa, g, x, oh, right..ow, kb, w, tail);
+        dw::depthwise_row(isa, g, x, &depthwise, &row, pixels);
     }
     passes::activate_all(isa, plan.activations[0], out);
 }
@@ -407,7 +389,6 @@ mod tests {
         },
         output: [4, 4, 2],
         rows: 2,
-        interior_rows: [1, 3],
         interior_cols: [1, 3],
         activations: [Activation::None, Activation::Relu],
     };
@@ -454,10 +435,10 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "interior rows outside the output")]
+    #[should_panic(expected = "interior columns outside the output")]
     fn an_interior_outside_the_output_is_rejected() {
         let mut plan = PLAN;
-        plan.interior_rows = [1, 5];
+        plan.interior_cols = [1, 5];
         run(&plan, PLAN.scratch_len());
     }
 }

@@ -322,7 +322,6 @@ const _: () = {
             },
             output: [56, 56, 128],
             rows: 4,
-            interior_rows: [0, 55],
             interior_cols: [0, 55],
             activations: [::separable::Activation::Relu, ::separable::Activation::Relu],
         };
