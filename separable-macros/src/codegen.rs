@@ -416,6 +416,10 @@ fn consts(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         count(s.standard_macs),
     );
     let name = header.name.to_string();
+    let scratch = lit(ctx
+        .plan
+        .forward_scratch(&ctx.layer.spec)
+        .saturating_mul(ctx.layer.dtype.bytes()));
     quote! {
         /// The struct's name.
         pub const NAME: &'static str = #name;
@@ -439,6 +443,10 @@ fn consts(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         pub const MACS: usize = #macs;
         /// Multiply-adds of the standard convolution: `OH·OW·KH·KW·C·N`.
         pub const STANDARD_MACS: usize = #stdm;
+        /// Bytes of the buffer `forward` keeps on the stack in place of the depthwise tensor
+        /// (`DEPTHWISE_SHAPE`, which it never stores): the peak extra memory of a forward pass
+        /// beyond its input and output, apart from a few call frames.
+        pub const FORWARD_SCRATCH_BYTES: usize = #scratch;
         /// The declared layer.
         pub const SPEC: #krate::LayerSpec = #krate::LayerSpec {
             input: #spec_input,

@@ -242,6 +242,18 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// Elements of the buffer `forward` keeps on the stack in place of the depthwise tensor:
+    /// one strip's block of depthwise outputs, the channel planes and runs (`C·P + C·M·L`), or
+    /// one depthwise pixel.
+    pub(crate) fn forward_scratch(&self, spec: &LayerSpec) -> usize {
+        let (c, m) = (spec.input[2], spec.multiplier);
+        match &self.depthwise {
+            Depthwise::InteriorBorder { strips, .. } => strips.scratch_len(self.cols.output),
+            Depthwise::Planar(planar) => c * planar.plane + c * m * planar.run,
+            Depthwise::Unrolled => c * m,
+        }
+    }
+
     pub(crate) fn new(spec: &LayerSpec, rows: Axis, cols: Axis, elem_bytes: usize) -> Plan {
         let rows = AxisPlan::new(
             rows,
@@ -401,6 +413,28 @@ mod tests {
                 },
             }
         );
+    }
+
+    /// The buffer `forward` keeps instead of the depthwise tensor, per layout.
+    #[test]
+    fn forward_scratch_per_layout() {
+        // MobileNet block 1: strips of 4 rows of 112 pixels of 32 channels (56 KiB).
+        let spec = LayerSpec::new([112, 112, 32], 64).with_padding(Padding::Same);
+        assert_eq!(plan(spec).forward_scratch(&spec), 4 * 112 * 32);
+        // The seed layer's channel planes and runs.
+        let spec = LayerSpec::new([5, 5, 3], 4).with_padding(Padding::Same);
+        let p = plan(spec);
+        let Depthwise::Planar(planar) = p.depthwise else {
+            panic!("{p:?} is not planar")
+        };
+        assert_eq!(p.forward_scratch(&spec), 3 * planar.plane + 3 * planar.run);
+        // A tiny layer of wide pixels: one depthwise pixel.
+        let spec = LayerSpec::new([2, 2, 16], 4)
+            .with_multiplier(2)
+            .with_padding(Padding::Same);
+        let p = plan(spec);
+        assert_eq!(p.depthwise, Depthwise::Unrolled);
+        assert_eq!(p.forward_scratch(&spec), 32);
     }
 
     /// The strips of the MobileNet v1 shapes: channel blocks of at most 256, strips of at most

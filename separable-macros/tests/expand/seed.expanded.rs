@@ -42,6 +42,10 @@ const _: () = {
         pub const MACS: usize = 975;
         /// Multiply-adds of the standard convolution: `OH·OW·KH·KW·C·N`.
         pub const STANDARD_MACS: usize = 2700;
+        /// Bytes of the buffer `forward` keeps on the stack in place of the depthwise tensor
+        /// (`DEPTHWISE_SHAPE`, which it never stores): the peak extra memory of a forward pass
+        /// beyond its input and output, apart from a few call frames.
+        pub const FORWARD_SCRATCH_BYTES: usize = 1152;
         /// The declared layer.
         pub const SPEC: ::separable::LayerSpec = ::separable::LayerSpec {
             input: [5, 5, 3],

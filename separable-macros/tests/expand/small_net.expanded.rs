@@ -46,6 +46,10 @@ const _: () = {
         pub const MACS: usize = 160;
         /// Multiply-adds of the standard convolution: `OH·OW·KH·KW·C·N`.
         pub const STANDARD_MACS: usize = 128;
+        /// Bytes of the buffer `forward` keeps on the stack in place of the depthwise tensor
+        /// (`DEPTHWISE_SHAPE`, which it never stores): the peak extra memory of a forward pass
+        /// beyond its input and output, apart from a few call frames.
+        pub const FORWARD_SCRATCH_BYTES: usize = 256;
         /// The declared layer.
         pub const SPEC: ::separable::LayerSpec = ::separable::LayerSpec {
             input: [4, 4, 2],
@@ -501,6 +505,10 @@ const _: () = {
         pub const MACS: usize = 256;
         /// Multiply-adds of the standard convolution: `OH·OW·KH·KW·C·N`.
         pub const STANDARD_MACS: usize = 192;
+        /// Bytes of the buffer `forward` keeps on the stack in place of the depthwise tensor
+        /// (`DEPTHWISE_SHAPE`, which it never stores): the peak extra memory of a forward pass
+        /// beyond its input and output, apart from a few call frames.
+        pub const FORWARD_SCRATCH_BYTES: usize = 512;
         /// The declared layer.
         pub const SPEC: ::separable::LayerSpec = ::separable::LayerSpec {
             input: [4, 4, 4],
