@@ -5,7 +5,8 @@
 Each run directory holds `anchors.csv` (rows `anchor,layer,part,median_us,min_us,gflops`, ours
 among them as `separable` and `separable-native`, see benches/anchors.rs) and `limits.csv`
 (`limit,fma_avx512_peak_gflops,<value>` ...). Times are the median over runs of each run's
-median; the FMA peak is the median over runs too.
+median; the FMA peak is the median over runs too. Then the fastest call of each over all the
+runs, and the depthwise stage alone.
 """
 import csv
 import statistics
@@ -78,6 +79,42 @@ def main(runs):
         print(f"| {layer} | {x:,.0f} | {mine:,.0f} | {gf:.1f} | {100 * gf / peak:.0f}% |")
 
 
+def fastest_calls(runs):
+    """The fastest call of each implementation over all runs (the least disturbed one)."""
+    best = defaultdict(lambda: float("inf"))
+    for run in runs:
+        with open(f"{run}/anchors.csv") as f:
+            for row in csv.DictReader(f):
+                try:
+                    key = (row["anchor"], row["layer"], row["part"])
+                    best[key] = min(best[key], float(row["min_us"]))
+                except (KeyError, ValueError):
+                    continue
+    shown = ANCHORS[:3]
+    print("\nFastest call over all runs, full layer, µs:\n")
+    head = [label for _, label in shown] + [label for _, label in OURS]
+    print("| layer | " + " | ".join(head) + " | ours / fastest anchor |")
+    print("|---|" + "---:|" * (len(head) + 1))
+    for layer in LAYERS:
+        anchors = [best[(a, layer, "full")] for a, _ in ANCHORS if (a, layer, "full") in best]
+        cells = [best.get((a, layer, "full")) for a, _ in shown + OURS]
+        text = [f"{v:,.2f}" if v < 10 else f"{v:,.0f}" for v in cells]
+        print(f"| {layer} | " + " | ".join(text) + f" | {cells[3] / min(anchors):.2f} |")
+    return best
+
+
+def depthwise(runs, best):
+    """The depthwise stage alone: XNNPACK's and ours, median and fastest call."""
+    t, _ = load(runs)
+    print("\nDepthwise stage alone, median / fastest call, µs:\n")
+    print("| layer | TFLite + XNNPACK | separable | ours / XNNPACK (median) |")
+    print("|---|---:|---:|---:|")
+    for layer in LAYERS[1:]:
+        x, mine = t[("tflite-xnnpack", layer, "dw")], t[("separable", layer, "dw")]
+        bx, bm = best[("tflite-xnnpack", layer, "dw")], best[("separable", layer, "dw")]
+        print(f"| {layer} | {x:,.0f} / {bx:,.0f} | {mine:,.0f} / {bm:,.0f} | {mine / x:.2f} |")
+
+
 def per_run(runs):
     """Ours / fastest anchor on every layer, run by run: how far the medians move."""
     print("\nOurs / fastest anchor, full layer, in each run:\n")
@@ -100,3 +137,4 @@ def per_run(runs):
 if __name__ == "__main__":
     main(sys.argv[1:])
     per_run(sys.argv[1:])
+    depthwise(sys.argv[1:], fastest_calls(sys.argv[1:]))
