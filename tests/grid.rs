@@ -1466,11 +1466,11 @@ fn mobilenet_size_layer_in_a_2_mib_stack() {
             strips: 28,
         }
     );
-    // `forward` keeps one strip of depthwise outputs on the stack, a 28th of the depthwise
-    // tensor (1.6 MB) it never stores.
-    assert_eq!(Block::FORWARD_SCRATCH_BYTES, 4 * 112 * 32 * 4);
+    // `forward` keeps one strip of depthwise outputs on the stack (and a cache line to align
+    // it), about a 28th of the depthwise tensor (1.6 MB) it never stores.
+    assert_eq!(Block::FORWARD_SCRATCH_BYTES, 4 * 112 * 32 * 4 + 64);
     let depthwise_bytes = Block::DEPTHWISE_SHAPE.iter().product::<usize>() * 4;
-    assert_eq!(depthwise_bytes, 28 * Block::FORWARD_SCRATCH_BYTES);
+    assert_eq!(depthwise_bytes / Block::FORWARD_SCRATCH_BYTES, 27);
     let errors = std::thread::Builder::new()
         .stack_size(2 * 1024 * 1024)
         .spawn(|| run::<Block>("mobilenet_112x112x32", 1.0, 1.0).errors)

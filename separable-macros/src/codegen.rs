@@ -677,7 +677,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         Depthwise::InteriorBorder { strips, .. } => {
             let (elem, len) = (
                 &ctx.elem,
-                lit(strips.scratch_len(ctx.layer.shape.depthwise[1])),
+                lit(strips.stack_len(ctx.layer.shape.depthwise[1])),
             );
             let strip_call = |function: TokenStream, x: TokenStream, out: TokenStream| {
                 quote!(#function(
@@ -712,7 +712,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
         Depthwise::InteriorBorder { strips, .. } => {
             let (elem, len) = (
                 &ctx.elem,
-                lit(strips.scratch_len(ctx.layer.shape.depthwise[1])),
+                lit(strips.stack_len(ctx.layer.shape.depthwise[1])),
             );
             quote! {
                 __sep::strips_forward_parallel::<#elem, #len>(

@@ -205,6 +205,13 @@ impl Strips {
         self.rows * output_cols * self.channels
     }
 
+    /// Elements of the stack buffer that holds the scratch: [`Self::scratch_len`] plus
+    /// `SCRATCH_PAD`, room for the runtime to start the strip on a cache line.
+    pub(crate) fn stack_len(self, output_cols: usize) -> usize {
+        self.scratch_len(output_cols)
+            .saturating_add(separable_shape::SCRATCH_PAD)
+    }
+
     /// Channel blocks are `d·M` for a divisor `d` of `C`, the largest up to
     /// [`MAX_CHANNEL_BLOCK`]; all of `C·M` when that fits or when no divisor gives at least 64.
     pub(crate) fn new(
@@ -243,12 +250,12 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// Elements of the buffer `forward` keeps on the stack in place of the depthwise tensor:
-    /// one strip's block of depthwise outputs, the channel planes and runs (`C·P + C·M·L`), or
-    /// one depthwise pixel.
+    /// one strip's block of depthwise outputs (and room to align it), the channel planes and
+    /// runs (`C·P + C·M·L`), or one depthwise pixel.
     pub(crate) fn forward_scratch(&self, spec: &LayerSpec) -> usize {
         let (c, m) = (spec.input[2], spec.multiplier);
         match &self.depthwise {
-            Depthwise::InteriorBorder { strips, .. } => strips.scratch_len(self.cols.output),
+            Depthwise::InteriorBorder { strips, .. } => strips.stack_len(self.cols.output),
             Depthwise::Planar(planar) => c * planar.plane + c * m * planar.run,
             Depthwise::Unrolled => c * m,
         }
@@ -418,9 +425,10 @@ mod tests {
     /// The buffer `forward` keeps instead of the depthwise tensor, per layout.
     #[test]
     fn forward_scratch_per_layout() {
-        // MobileNet block 1: strips of 4 rows of 112 pixels of 32 channels (56 KiB).
+        // MobileNet block 1: strips of 4 rows of 112 pixels of 32 channels (56 KiB), and a
+        // cache line to align them.
         let spec = LayerSpec::new([112, 112, 32], 64).with_padding(Padding::Same);
-        assert_eq!(plan(spec).forward_scratch(&spec), 4 * 112 * 32);
+        assert_eq!(plan(spec).forward_scratch(&spec), 4 * 112 * 32 + 16);
         // The seed layer's channel planes and runs.
         let spec = LayerSpec::new([5, 5, 3], 4).with_padding(Padding::Same);
         let p = plan(spec);

@@ -12,7 +12,6 @@ use separable_shape::Activation;
 
 use crate::dw::{self, DepthwiseKernels, Geometry};
 use crate::gemm::{self, Block, Isa, Microkernels};
-use crate::kernel::Aligned;
 use crate::passes::{self, Passes};
 
 /// How a layer's output is cut into strips of rows and blocks of channels, and where its
@@ -120,6 +119,21 @@ pub trait StripLoops: DepthwiseKernels + Microkernels + Passes {
     );
 }
 
+/// `scratch` from its first element on a cache line, at most
+/// [`separable_shape::SCRATCH_PAD`] elements in (from the start if the address cannot be
+/// aligned): a stack array is aligned only to its element, and a misaligned strip splits every
+/// vector load and store of the depthwise outputs across two lines (on mb5 the fused depthwise
+/// stage took 80 µs instead of 55).
+fn cache_aligned<T>(scratch: &mut [T]) -> &mut [T] {
+    let offset = scratch.as_ptr().align_offset(64);
+    let offset = if offset <= separable_shape::SCRATCH_PAD {
+        offset.min(scratch.len())
+    } else {
+        0
+    };
+    &mut scratch[offset..]
+}
+
 /// Both stages: [`StripLoops::forward_strip`] over every strip of `out` (`OH x OW x N`, HWC).
 ///
 /// # Panics
@@ -142,7 +156,8 @@ pub fn forward<T: StripLoops>(
 }
 
 /// [`forward`] with a scratch buffer of `LEN` elements on the stack: a generated layer's
-/// forward pass, `LEN` being its plan's [`StripPlan::scratch_len`].
+/// forward pass, `LEN` being its plan's [`StripPlan::scratch_len`] plus
+/// [`separable_shape::SCRATCH_PAD`], so that the strip can start on a cache line.
 ///
 /// # Panics
 /// As [`forward`], and if `LEN` is shorter than the plan's scratch.
@@ -154,10 +169,8 @@ pub fn forward_on_stack<T: StripLoops, const LEN: usize>(
     x: &[T],
     out: &mut [T],
 ) {
-    // Aligned to a cache line: a misaligned scratch splits every vector load and store of
-    // the depthwise output across two lines.
-    let mut scratch = Aligned([T::ZERO; LEN]);
-    forward(isa, plan, weights, x, out, &mut *scratch);
+    let mut scratch = [T::ZERO; LEN];
+    forward(isa, plan, weights, x, out, cache_aligned(&mut scratch));
 }
 
 /// [`StripLoops::depthwise`] with a scratch buffer of `LEN` elements on the stack, as
@@ -173,8 +186,8 @@ pub fn depthwise_on_stack<T: StripLoops, const LEN: usize>(
     x: &[T],
     out: &mut [T],
 ) {
-    let mut scratch = Aligned([T::ZERO; LEN]);
-    T::depthwise(isa, plan, weights, x, out, &mut *scratch);
+    let mut scratch = [T::ZERO; LEN];
+    T::depthwise(isa, plan, weights, x, out, cache_aligned(&mut scratch));
 }
 
 /// [`forward_on_stack`] with the strips shared out among rayon's threads when the `rayon`
@@ -195,8 +208,11 @@ pub fn forward_parallel<T: StripLoops, const LEN: usize>(
     crate::parallel::for_each_chunk_with(
         out,
         plan.rows * ow * n,
-        || Aligned([T::ZERO; LEN]),
-        |scratch, strip, out| T::forward_strip(isa, plan, weights, x, strip, out, &mut **scratch),
+        || [T::ZERO; LEN],
+        |scratch, strip, out| {
+            let scratch = cache_aligned(scratch);
+            T::forward_strip(isa, plan, weights, x, strip, out, scratch);
+        },
     );
 }
 
@@ -417,6 +433,21 @@ mod tests {
         for (p, pixel) in out.chunks(2).enumerate() {
             let expected = 8.0 * taps(p / 4) * taps(p % 4);
             assert_eq!(pixel, [expected, expected], "pixel {p}");
+        }
+    }
+
+    #[test]
+    fn scratch_starts_on_a_cache_line() {
+        let mut buffer = vec![0.0f32; 64];
+        for start in 0..16 {
+            let len = 64 - start;
+            let aligned = cache_aligned(&mut buffer[start..]);
+            assert_eq!(aligned.as_ptr().addr() % 64, 0, "from element {start}");
+            assert!(aligned.len() + separable_shape::SCRATCH_PAD >= len);
+        }
+        let mut doubles = vec![0.0f64; 32];
+        for start in 0..8 {
+            assert_eq!(cache_aligned(&mut doubles[start..]).as_ptr().addr() % 64, 0);
         }
     }
 

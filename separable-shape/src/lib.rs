@@ -300,6 +300,11 @@ pub const fn tap_range(
 /// panel padded with zeros, so the matrix microkernels read each panel front to back.
 pub const POINTWISE_PANEL: usize = 16;
 
+/// Elements a strip layer's stack scratch holds beyond its strip (`rows x OW x KC`): room to
+/// start the strip on a cache line (64 bytes, 16 `f32` or 8 `f64`), since a stack array is only
+/// aligned to its element and a misaligned strip splits every vector load across two lines.
+pub const SCRATCH_PAD: usize = 16;
+
 /// The number of elements of packed pointwise weights for `k` input and `n` output channels,
 /// or `None` on overflow.
 #[must_use]

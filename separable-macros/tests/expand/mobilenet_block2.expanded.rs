@@ -46,7 +46,7 @@ const _: () = {
         /// Bytes of the buffer `forward` keeps on the stack in place of the depthwise tensor
         /// (`DEPTHWISE_SHAPE`, which it never stores): the peak extra memory of a forward pass
         /// beyond its input and output, apart from a few call frames.
-        pub const FORWARD_SCRATCH_BYTES: usize = 57344;
+        pub const FORWARD_SCRATCH_BYTES: usize = 57408;
         /// The declared layer.
         pub const SPEC: ::separable::LayerSpec = ::separable::LayerSpec {
             input: [112, 112, 64],
@@ -220,7 +220,7 @@ const _: () = {
         ) {
             __sep::strips_forward_on_stack::<
                 f32,
-                14336,
+                14352,
             >(
                 isa,
                 &Self::__STRIPS,
@@ -239,7 +239,7 @@ const _: () = {
         ) {
             __sep::strips_forward_parallel::<
                 f32,
-                14336,
+                14352,
             >(
                 ::separable::Isa::detect(),
                 &Self::__STRIPS,
@@ -271,7 +271,7 @@ const _: () = {
         ) {
             __sep::strips_depthwise_on_stack::<
                 f32,
-                14336,
+                14352,
             >(
                 isa,
                 &Self::__STRIPS,
