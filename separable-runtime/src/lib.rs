@@ -60,15 +60,10 @@ pub use weights::PytorchWeights;
 pub mod __private {
     pub use crate::dw::Geometry as DepthwiseGeometry;
     pub use crate::embed;
-    pub use crate::gemm::{
-        Block as PointwiseBlock, Isa, Kernel, dispatch, dispatch_as, pointwise_block,
-    };
-    pub use crate::kernel::{Aligned, Flat};
+    pub use crate::gemm::{Isa, Kernel, dispatch, dispatch_as};
     pub use crate::kernel::{
-        activate, activate_slice, channels, channels_mut, depthwise_tap, depthwise_tap_multiplier,
-        pointwise_pixel, tap_range,
+        Aligned, Flat, activate, depthwise_tap, depthwise_tap_multiplier, pointwise_pixel,
     };
-    pub use crate::passes::{activate_all, fill, scatter};
     // `SafetensorsFile` also here: generated networks name it where the root crate may be built
     // without `alloc` while the runtime has it.
     #[cfg(feature = "alloc")]
@@ -76,7 +71,6 @@ pub mod __private {
     pub use crate::layer::generated_shape;
     #[cfg(feature = "alloc")]
     pub use crate::layer::{net_load_block, net_safetensors_file};
-    pub use crate::parallel::for_each_chunk_with;
     pub use crate::planar::{
         Planes, Weights as PlanarWeights, depthwise as planar_depthwise, forward as planar_forward,
         isa as planar_isa,
@@ -84,15 +78,10 @@ pub mod __private {
     pub use crate::storage::{Owned, Storage};
     pub use crate::strips::{
         StripLoops, StripPlan, StripWeights, depthwise_on_stack as strips_depthwise_on_stack,
-        forward as strips_forward, forward_on_stack as strips_forward_on_stack,
-        forward_parallel as strips_forward_parallel,
+        forward_on_stack as strips_forward_on_stack, forward_parallel as strips_forward_parallel,
     };
     pub use crate::tensor::hwc_pair;
-    pub use crate::weights::{PointwiseWeights, PointwiseWeightsMut, load_pytorch_storage};
-    #[cfg(feature = "alloc")]
-    pub use alloc::boxed::Box;
-    pub use core::result::Result;
-    pub use separable_shape as shape;
+    pub use crate::weights::load_pytorch_storage;
 
     /// Whether this build of the runtime has the `alloc` feature (tests check allocation
     /// behaviour against it).

@@ -8,7 +8,7 @@
 ///
 /// # Panics
 /// If `chunk_len` is zero.
-pub fn for_each_chunk_with<T: Send, S>(
+pub(crate) fn for_each_chunk_with<T: Send, S>(
     out: &mut [T],
     chunk_len: usize,
     init: impl Fn() -> S + Sync + Send,

@@ -1,5 +1,5 @@
-//! The element-wise passes of generated layers over their stack buffers and outputs: filling
-//! with a bias, the activation, and scattering a channel block into a depthwise output.
+//! The element-wise passes of generated layers over their stack buffers and outputs: the
+//! activation, and scattering a channel block into a depthwise output.
 //!
 //! They are compiled here, once per element type and instruction set (the same loop under
 //! `#[target_feature]`, vectorised for AVX-512 or AVX2), so that the code of a layer, compiled
@@ -10,22 +10,6 @@ use separable_shape::Activation;
 use crate::Element;
 use crate::gemm::Isa;
 use crate::kernel::activate_slice;
-
-/// Sets `out`, whole copies of `pattern`, to copies of `pattern`.
-///
-/// # Panics
-/// If `isa` is not supported by this CPU, or `out` is not whole copies of a non-empty
-/// `pattern`.
-#[inline]
-pub fn fill<T: Passes>(isa: Isa, out: &mut [T], pattern: &[T]) {
-    assert!(
-        !pattern.is_empty() && out.len().is_multiple_of(pattern.len()),
-        "out is not whole copies of the pattern"
-    );
-    assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
-    // SAFETY: `isa` is supported, as `Passes` requires.
-    unsafe { T::fill(isa, out, pattern) };
-}
 
 /// Applies `activation` to every element of `values` (see [`crate::kernel::activate`]).
 ///
@@ -73,11 +57,6 @@ pub fn scatter<T: Passes>(
 
 /// Element types with compiled element-wise passes; see the functions of this module.
 pub trait Passes: Element {
-    /// See [`fill`].
-    ///
-    /// # Safety
-    /// `isa` is supported by this CPU.
-    unsafe fn fill(isa: Isa, out: &mut [Self], pattern: &[Self]);
     /// See [`activate_all`].
     ///
     /// # Safety
@@ -95,13 +74,6 @@ pub trait Passes: Element {
         stride: usize,
         offset: usize,
     );
-}
-
-#[inline(always)]
-fn fill_loop<T: Element>(out: &mut [T], pattern: &[T]) {
-    for chunk in out.chunks_exact_mut(pattern.len()) {
-        chunk.copy_from_slice(pattern);
-    }
 }
 
 #[inline(always)]
@@ -128,20 +100,8 @@ macro_rules! passes {
     ($t:ty, $module:ident) => {
         #[cfg(target_arch = "x86_64")]
         mod $module {
-            use super::{Activation, activate_loop, fill_loop, scatter_loop};
+            use super::{Activation, activate_loop, scatter_loop};
 
-            /// # Safety
-            /// The CPU supports AVX-512F.
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            pub(super) unsafe fn fill_512(out: &mut [$t], pattern: &[$t]) {
-                fill_loop(out, pattern);
-            }
-            /// # Safety
-            /// The CPU supports AVX2 and FMA.
-            #[target_feature(enable = "avx2,fma")]
-            pub(super) unsafe fn fill_256(out: &mut [$t], pattern: &[$t]) {
-                fill_loop(out, pattern);
-            }
             /// # Safety
             /// The CPU supports AVX-512F.
             #[target_feature(enable = "avx512f,avx2,fma")]
@@ -181,18 +141,6 @@ macro_rules! passes {
         }
 
         impl Passes for $t {
-            unsafe fn fill(isa: Isa, out: &mut [$t], pattern: &[$t]) {
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the caller's contract: this CPU supports AVX-512F.
-                    Isa::Avx512 => unsafe { $module::fill_512(out, pattern) },
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: as above, AVX2 and FMA.
-                    Isa::Avx2 => unsafe { $module::fill_256(out, pattern) },
-                    _ => fill_loop(out, pattern),
-                }
-            }
-
             unsafe fn activate_all(isa: Isa, activation: Activation, values: &mut [$t]) {
                 match isa {
                     #[cfg(target_arch = "x86_64")]
@@ -235,7 +183,6 @@ passes!(f64, x86_f64);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
     use alloc::vec::Vec;
 
     fn isas() -> impl Iterator<Item = Isa> {
@@ -245,12 +192,8 @@ mod tests {
     }
 
     #[test]
-    fn every_isa_fills_activates_and_scatters() {
+    fn every_isa_activates_and_scatters() {
         for isa in isas() {
-            let mut out = vec![0.0f32; 3 * 5];
-            fill(isa, &mut out, &[1.0, -2.0, 7.0]);
-            assert_eq!(&out[..6], &[1.0, -2.0, 7.0, 1.0, -2.0, 7.0], "{isa:?}");
-            assert_eq!(&out[12..], &[1.0, -2.0, 7.0], "{isa:?}");
             let mut values: Vec<f64> = (0..37).map(|v| f64::from(v) - 18.0).collect();
             values[5] = f64::NAN;
             activate_all(isa, Activation::Relu6, &mut values);
