@@ -9,7 +9,8 @@
 # Ours join each run through its EXTRA_BENCH hook: the default build (row `separable`) and a
 # `-C target-cpu=native` build (row `separable-native`), both from `benches/anchors.rs`. After
 # the runs, the default binary runs once more without pinning for the `rayon` parallel rows,
-# and once per forced instruction set (`ISA=avx2`, `ISA=portable`), pinned.
+# once per forced instruction set (`ISA=avx2`, `ISA=portable`), pinned, and twelve times on
+# mb1 alone, not pinned, for the parallel speed-up (`scripts/parallel_speedup.py`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 harness=$(realpath "${1:-../anchors-run}")
@@ -44,7 +45,16 @@ for isa in avx2 portable; do
   ISA=$isa taskset -c 1 "$default" "$data" "$isa" >> "$extra"
 done
 
+# Twelve passes of mb1, one core and both, for the speed-up of the parallel forward.
+parallel=$harness/results/separable-parallel.csv
+: > "$parallel"
+for pass in $(seq 12); do
+  LAYERS=mb1 "$default" "$data" "pass$pass" >> "$parallel"
+done
+
 python3 scripts/bench_table.py "${new[@]}"
+echo
+python3 scripts/parallel_speedup.py "$parallel"
 echo
 echo "Extra rows (parallel on every core; forced instruction sets, pinned): $extra"
 cat "$extra"
