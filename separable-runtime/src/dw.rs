@@ -597,7 +597,7 @@ mod x86 {
                     // A literal window at stride 1 with every column's taps: each input column
                     // is loaded once and multiplied by every tap that reads it (up to KW of
                     // them), instead of once per tap; the sums keep their order (kw
-                    // ascending). mb1 to mb5 forward 1.5-3 % faster. At stride 2 the same
+                    // ascending). Forward 1-4 % faster on mb1 to mb7. At stride 2 the same
                     // made mb2's depthwise stage slower (157 -> 186 us), so it keeps the loop
                     // below.
                     let wv: [__m512; KW] =

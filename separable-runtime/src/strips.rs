@@ -190,9 +190,10 @@ pub fn depthwise_on_stack<T: StripLoops, const LEN: usize>(
     T::depthwise(isa, plan, weights, x, out, cache_aligned(&mut scratch));
 }
 
-/// [`forward_on_stack`] with the strips shared out among rayon's threads when the `rayon`
-/// feature is on (in order on this thread otherwise), one scratch buffer per task. Each strip
-/// is computed as in [`forward`], so the output is bit-identical.
+/// [`forward_on_stack`] with the strips shared out among the calling thread and rayon's
+/// threads when the `rayon` feature is on (in order on this thread otherwise), one scratch
+/// buffer per thread. Each strip is computed as in [`forward`], so the output is
+/// bit-identical.
 ///
 /// # Panics
 /// As [`forward_on_stack`].
