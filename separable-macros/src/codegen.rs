@@ -695,7 +695,7 @@ fn stages(ctx: &Ctx<'_>, header: &Header) -> TokenStream {
                     quote!(out),
                 ),
                 strip_call(
-                    quote!(__sep::strips_depthwise_on_stack::<#elem, #len>),
+                    quote!(<#elem as __sep::StripLoops>::depthwise),
                     quote!(input.as_array()),
                     quote!(output.as_array_mut()),
                 ),

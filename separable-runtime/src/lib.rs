@@ -77,8 +77,8 @@ pub mod __private {
     };
     pub use crate::storage::{Owned, Storage};
     pub use crate::strips::{
-        StripLoops, StripPlan, StripWeights, depthwise_on_stack as strips_depthwise_on_stack,
-        forward_on_stack as strips_forward_on_stack, forward_parallel as strips_forward_parallel,
+        StripLoops, StripPlan, StripWeights, forward_on_stack as strips_forward_on_stack,
+        forward_parallel as strips_forward_parallel,
     };
     pub use crate::tensor::hwc_pair;
     pub use crate::weights::load_pytorch_storage;

@@ -269,10 +269,7 @@ const _: () = {
             input: &__SepInput,
             output: &mut __SepDepthwise,
         ) {
-            __sep::strips_depthwise_on_stack::<
-                f32,
-                14352,
-            >(
+            <f32 as __sep::StripLoops>::depthwise(
                 isa,
                 &Self::__STRIPS,
                 &self.strip_weights(),
