@@ -371,6 +371,19 @@ fn tile_product<T: Element, const KB: usize, const MR: usize>(
     }
 }
 
+/// [`tile_product`] on one chunk of a channel block that has no width of its own, compiled
+/// on its own: inlined into the loop over the chunks, the product kept its accumulators in
+/// memory and ran scalar (a 28 x 28 x 96 -> 128 layer's pointwise stage took 3.3 ms instead
+/// of 0.79, about the time of 128 channels, whose width is compiled).
+#[inline(never)]
+fn chunk_product<T: Element, const KB: usize, const MR: usize>(
+    acc: &mut [[T; PANEL]; MR],
+    a: &[&[T; KB]; MR],
+    weights: &[[T; PANEL]; KB],
+) {
+    tile_product(acc, a, weights);
+}
+
 /// One portable tile: pixels `p0 ..` (rows of `a`, stride `kb`), outputs `n0 .. n0 + PANEL`.
 struct PortableTile<'a, T> {
     a: &'a [T],
@@ -410,7 +423,7 @@ impl<T: Element> PortableTile<'_, T> {
                         Some(chunk) => chunk,
                         None => unreachable!("a row holds kb channels"),
                     });
-                tile_product(&mut acc, &a, weights);
+                chunk_product(&mut acc, &a, weights);
             }
             let done = chunks.len() * CHUNK;
             for (kk, w) in rest.iter().enumerate() {
