@@ -98,7 +98,7 @@ def fastest_calls(runs):
     for layer in LAYERS:
         anchors = [best[(a, layer, "full")] for a, _ in ANCHORS if (a, layer, "full") in best]
         cells = [best.get((a, layer, "full")) for a, _ in shown + OURS]
-        text = [f"{v:,.2f}" if v < 10 else f"{v:,.0f}" for v in cells]
+        text = ["–" if v is None else f"{v:,.2f}" if v < 10 else f"{v:,.0f}" for v in cells]
         print(f"| {layer} | " + " | ".join(text) + f" | {cells[3] / min(anchors):.2f} |")
     return best
 
