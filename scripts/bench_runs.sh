@@ -17,26 +17,18 @@ harness=$(realpath "${1:-../anchors-run}")
 runs=${2:-4}
 data=$harness/build/data
 
-# The path of the bench binary cargo builds (its "Executable" line).
-binary() {
-  "$@" 2>&1 | sed -n 's/.*Executable benches\/anchors.rs (\(.*\))$/\1/p' | tail -n 1
-}
+# shellcheck source=scripts/harness.sh
+source scripts/harness.sh
 default=$(realpath "$(binary cargo bench --features rayon --bench anchors --no-run)")
 native=$(realpath "$(RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_DIR=target-native \
   binary cargo bench --features rayon --bench anchors --no-run)")
 echo "default build: $default" >&2
 echo "native build: $native" >&2
 
-before=$(ls "$harness/results" 2>/dev/null || true)
-for _ in $(seq "$runs"); do
-  EXTRA_BENCH="$default $data; $native $data native" "$harness/run.sh" > /dev/null
-done
-new=()
-for run in $(ls "$harness/results"); do
-  if ! grep -qx "$run" <<< "$before"; then
-    new+=("$harness/results/$run")
-  fi
-done
+list=$(mktemp)
+harness_runs "$runs" env EXTRA_BENCH="$default $data; $native $data native" \
+  "$harness/run.sh" > "$list"
+mapfile -t new < "$list"
 
 extra=$harness/results/separable-extra.csv
 echo "anchor,layer,part,median_us,min_us,gflops" > "$extra"

@@ -14,19 +14,13 @@ harness=$(realpath "${1:-../anchors-run}")
 runs=${2:-20}
 data=$harness/build/data
 
-default=$(realpath "$(cargo bench --bench anchors --no-run 2>&1 \
-  | sed -n 's/.*Executable benches\/anchors.rs (\(.*\))$/\1/p' | tail -n 1)")
+# shellcheck source=scripts/harness.sh
+source scripts/harness.sh
+default=$(realpath "$(binary cargo bench --bench anchors --no-run)")
 echo "build: $default" >&2
 
-before=$(ls "$harness/results" 2>/dev/null || true)
-for _ in $(seq "$runs"); do
-  PY_ANCHORS="tflite ort" RS_ANCHORS="" NATIVE=0 EXTRA_BENCH="$default $data" \
-    "$harness/run.sh" > /dev/null
-done
-new=()
-for run in $(ls "$harness/results"); do
-  if [[ -d $harness/results/$run ]] && ! grep -qx "$run" <<< "$before"; then
-    new+=("$harness/results/$run")
-  fi
-done
+list=$(mktemp)
+harness_runs "$runs" env PY_ANCHORS="tflite ort" RS_ANCHORS="" NATIVE=0 EXTRA_BENCH="$default $data" \
+  "$harness/run.sh" > "$list"
+mapfile -t new < "$list"
 python3 scripts/bench_table.py "${new[@]}"
