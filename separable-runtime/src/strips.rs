@@ -263,7 +263,10 @@ fn depthwise_loop<T: StripLoops>(
     let [oh, ow, _] = plan.output;
     let cm = plan.depthwise_channels();
     assert_eq!(Some(out.len()), oh.checked_mul(ow * cm), "output length");
-    depthwise_block(isa, &plan, weights, x, 0, 0, out);
+    // A strip at a time, so that the activation pass finds the rows still in cache.
+    for (strip, rows) in out.chunks_mut(plan.rows * ow * cm).enumerate() {
+        depthwise_block(isa, &plan, weights, x, strip * plan.rows, 0, rows);
+    }
 }
 
 fn pointwise_loop<T: StripLoops>(
