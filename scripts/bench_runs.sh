@@ -13,12 +13,9 @@
 # mb1 alone, not pinned, for the parallel speed-up (`scripts/parallel_speedup.py`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-harness=$(realpath "${1:-../anchors-run}")
-runs=${2:-4}
-data=$harness/build/data
-
 # shellcheck source=scripts/harness.sh
 source scripts/harness.sh
+runs=${2:-4}
 default=$(realpath "$(binary cargo bench --features rayon --bench anchors --no-run)")
 native=$(realpath "$(RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_DIR=target-native \
   binary cargo bench --features rayon --bench anchors --no-run)")

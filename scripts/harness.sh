@@ -1,4 +1,8 @@
-# Shared by bench_runs.sh and paired_runs.sh (sourced, not run).
+# Shared by bench_runs.sh and paired_runs.sh (sourced from the repository root, not run).
+# Sets `harness` (the harness folder, the script's first argument, ../anchors-run by default)
+# and `data` (its layer data).
+harness=$(realpath "${1:-../anchors-run}")
+data=$harness/build/data
 
 # The path of the bench binary cargo builds (its "Executable" line).
 binary() {

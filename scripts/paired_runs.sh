@@ -10,12 +10,9 @@
 # give more runs in the same time, so the median of the per-run ratios is steadier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-harness=$(realpath "${1:-../anchors-run}")
-runs=${2:-20}
-data=$harness/build/data
-
 # shellcheck source=scripts/harness.sh
 source scripts/harness.sh
+runs=${2:-20}
 default=$(realpath "$(binary cargo bench --bench anchors --no-run)")
 echo "build: $default" >&2
 

@@ -99,8 +99,9 @@ pub trait StripLoops: DepthwiseKernels + Microkernels + Passes {
         scratch: &mut [Self],
     );
     /// The depthwise stage alone (with its bias and activation) into `out`
-    /// (`OH x OW x C·M`), row by row with every channel in one block: `out` holds the whole
-    /// depthwise output, so nothing goes through a scratch buffer.
+    /// (`OH x OW x C·M`), over the same strips of rows as [`forward`] but with every channel in
+    /// one block: `out` holds the whole depthwise output, so nothing goes through a scratch
+    /// buffer.
     fn depthwise(
         isa: Isa,
         plan: &StripPlan,
