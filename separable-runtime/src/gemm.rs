@@ -1,9 +1,11 @@
 //! The pointwise stage as a register-blocked matrix product over pre-packed weights.
 //!
-//! `out[p][n] = init[p][n] + sum over k of a[p][k] * w[k][n]` for a block of pixels `p`, a block
-//! of depthwise channels `k` and all output channels `n`. The weights are packed once, when the
-//! layer is built, into panels of [`PANEL`] output channels: `[N / PANEL][K][PANEL]`, the last
-//! panel padded with zeros, so a microkernel reads each panel front to back.
+//! `out[p][n] = act(init[p][n] + sum over k of a[p][k] * w[k][n])` for a block of pixels `p`, a
+//! block of depthwise channels `k` and all output channels `n`, the activation applied to the
+//! sums in registers (a layer passes its own with its last block of channels only). The
+//! weights are packed once, when the layer is built, into panels of [`PANEL`] output channels:
+//! `[N / PANEL][K][PANEL]`, the last panel padded with zeros, so a microkernel reads each panel
+//! front to back.
 //!
 //! Microkernels (one template per instruction set, instantiated per tile shape):
 //! * AVX-512F: `MR x 32` (12 pixels, two panels: 24 `zmm` accumulators);
@@ -13,7 +15,10 @@
 //! [`Isa::detect`] picks the best one once per call site; every path computes the same sums
 //! in the same order (`k` ascending), so they agree to rounding of the fused multiply-add.
 
+use separable_shape::Activation;
+
 use crate::Element;
+use crate::kernel::activate_slice;
 
 pub use separable_shape::POINTWISE_PANEL as PANEL;
 
@@ -205,7 +210,9 @@ macro_rules! by_block {
 
 /// Computes one [`Block`] into `out` (`pixels x n`) with the microkernel of `isa`. With
 /// `init` `Some(bias)` each output starts from the bias (zero for an empty bias), else from its
-/// current value, so a layer can sum over channel blocks.
+/// current value, so a layer can sum over channel blocks. `activation` is applied to every sum
+/// before it is stored: a layer of several blocks passes its own with the last one, and
+/// [`Activation::None`] with the others.
 ///
 /// # Panics
 /// If `isa` is not supported by this CPU or the slices do not match the block's sizes.
@@ -214,6 +221,7 @@ pub fn pointwise_block<T: Microkernels>(
     isa: Isa,
     block: &Block<'_, T>,
     init: Option<&[T]>,
+    activation: Activation,
     out: &mut [T],
 ) {
     let Block {
@@ -250,7 +258,7 @@ pub fn pointwise_block<T: Microkernels>(
     }
     assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
     // SAFETY: every condition of `Microkernels::pointwise_block` was asserted above.
-    unsafe { T::pointwise_block(isa, block, init, out) };
+    unsafe { T::pointwise_block(isa, block, init, activation, out) };
 }
 
 /// Element types with pointwise microkernels.
@@ -263,6 +271,7 @@ pub trait Microkernels: Element {
         isa: Isa,
         block: &Block<'_, Self>,
         init: Option<&[Self]>,
+        activation: Activation,
         out: &mut [Self],
     );
 }
@@ -272,17 +281,18 @@ impl Microkernels for f32 {
         isa: Isa,
         block: &Block<'_, f32>,
         init: Option<&[f32]>,
+        activation: Activation,
         out: &mut [f32],
     ) {
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the caller's contract: this CPU supports AVX-512F and the slices match
             // the block.
-            Isa::Avx512 => unsafe { x86::avx512(block, init, out) },
+            Isa::Avx512 => unsafe { x86::avx512(block, init, activation, out) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, for AVX2 and FMA.
-            Isa::Avx2 => unsafe { x86::avx2(block, init, out) },
-            _ => portable(block, init, out),
+            Isa::Avx2 => unsafe { x86::avx2(block, init, activation, out) },
+            _ => portable(block, init, activation, out),
         }
     }
 }
@@ -292,9 +302,10 @@ impl Microkernels for f64 {
         _: Isa,
         block: &Block<'_, f64>,
         init: Option<&[f64]>,
+        activation: Activation,
         out: &mut [f64],
     ) {
-        portable(block, init, out);
+        portable(block, init, activation, out);
     }
 }
 
@@ -306,8 +317,13 @@ const PORTABLE_MR: usize = 4;
 /// accumulators are fixed-size arrays that stay in registers and the compiler vectorises
 /// across the panel's lanes. The channel blocks of [`COMPILED_BLOCKS`] also get their width as a
 /// const generic: with a run-time width the product ran about four times slower.
-fn portable<T: Element>(block: &Block<'_, T>, init: Option<&[T]>, out: &mut [T]) {
-    by_block!(block.kb, portable_blocks<T>(block, init, out));
+fn portable<T: Element>(
+    block: &Block<'_, T>,
+    init: Option<&[T]>,
+    activation: Activation,
+    out: &mut [T],
+) {
+    by_block!(block.kb, portable_blocks<T>(block, init, activation, out));
 }
 
 /// [`portable`] for a channel block of `KB` channels, or of `block.kb` when `KB` is 0.
@@ -315,6 +331,7 @@ fn portable<T: Element>(block: &Block<'_, T>, init: Option<&[T]>, out: &mut [T])
 fn portable_blocks<T: Element, const KB: usize>(
     block: &Block<'_, T>,
     init: Option<&[T]>,
+    activation: Activation,
     out: &mut [T],
 ) {
     let Block {
@@ -339,6 +356,7 @@ fn portable_blocks<T: Element, const KB: usize>(
                 n,
                 weights,
                 init,
+                activation,
                 p0,
                 n0: panel * PANEL,
             };
@@ -392,6 +410,7 @@ struct PortableTile<'a, T> {
     /// The panel's rows for the block's `kb` channels.
     weights: &'a [[T; PANEL]],
     init: Option<&'a [T]>,
+    activation: Activation,
     p0: usize,
     n0: usize,
 }
@@ -444,7 +463,8 @@ impl<T: Element> PortableTile<'_, T> {
             let a: [&[T; KB]; MR] = core::array::from_fn(|r| &a[r]);
             tile_product(&mut acc, &a, weights);
         }
-        for (r, acc) in acc.iter().enumerate() {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            activate_slice(self.activation, acc);
             out[(self.p0 + r) * n + n0..][..width].copy_from_slice(&acc[..width]);
         }
     }
@@ -458,7 +478,8 @@ mod x86 {
         _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
     };
 
-    use super::{Block, PANEL};
+    use super::{Activation, Block, PANEL};
+    use crate::kernel::x86::{Clip256, Clip512};
 
     /// Pixels per AVX-512 microkernel call.
     const MR512: usize = 12;
@@ -493,9 +514,14 @@ mod x86 {
     /// # Safety
     /// The CPU must support AVX-512F; the block must satisfy `pointwise_block`'s checks.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512(block: &Block<'_, f32>, init: Option<&[f32]>, out: &mut [f32]) {
+    pub(super) unsafe fn avx512(
+        block: &Block<'_, f32>,
+        init: Option<&[f32]>,
+        activation: Activation,
+        out: &mut [f32],
+    ) {
         // SAFETY: forwarded.
-        unsafe { by_block!(block.kb, avx512_kb(block, init, out)) }
+        unsafe { by_block!(block.kb, avx512_kb(block, init, activation, out)) }
     }
 
     /// Tiles of up to `MR512` pixels by two panels (32 outputs), then one; `a`'s row stride
@@ -507,6 +533,7 @@ mod x86 {
     unsafe fn avx512_kb<const KB: usize>(
         block: &Block<'_, f32>,
         init: Option<&[f32]>,
+        activation: Activation,
         out: &mut [f32],
     ) {
         let panels = block.n.div_ceil(PANEL);
@@ -539,6 +566,7 @@ mod x86 {
                     w,
                     bias,
                     accumulate,
+                    activation,
                     panel,
                     kb,
                     k: block.k,
@@ -570,6 +598,8 @@ mod x86 {
         bias: Option<*const f32>,
         /// Whether the tile adds to the current outputs.
         accumulate: bool,
+        /// Applied to the sums before they are stored.
+        activation: Activation,
         /// The tile's first panel.
         panel: usize,
         /// Depthwise channels in the block.
@@ -643,10 +673,21 @@ mod x86 {
                     }
                 }
             }
+            // No clip without an activation: its two instructions per sum made mb1's
+            // pointwise stage (32 channels, few multiply-adds per sum) 7 % slower.
+            let clip = if tile.activation == Activation::None {
+                None
+            } else {
+                Some(Clip512::new(tile.activation))
+            };
             for (r, row) in acc.iter().enumerate() {
                 for j in 0..NP {
                     let dst = tile.out.add(r * n + (tile.panel + j) * PANEL);
-                    _mm512_mask_storeu_ps(dst, masks[j], row[j]);
+                    let v = match clip {
+                        Some(clip) => clip.apply(row[j]),
+                        None => row[j],
+                    };
+                    _mm512_mask_storeu_ps(dst, masks[j], v);
                 }
             }
         }
@@ -657,9 +698,14 @@ mod x86 {
     /// # Safety
     /// The CPU must support AVX2 and FMA; the block must satisfy `pointwise_block`'s checks.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2(block: &Block<'_, f32>, init: Option<&[f32]>, out: &mut [f32]) {
+    pub(super) unsafe fn avx2(
+        block: &Block<'_, f32>,
+        init: Option<&[f32]>,
+        activation: Activation,
+        out: &mut [f32],
+    ) {
         // SAFETY: forwarded.
-        unsafe { by_block!(block.kb, avx2_kb(block, init, out)) }
+        unsafe { by_block!(block.kb, avx2_kb(block, init, activation, out)) }
     }
 
     /// Tiles of up to `MR256` pixels by one panel (16 outputs, two `ymm`).
@@ -670,6 +716,7 @@ mod x86 {
     unsafe fn avx2_kb<const KB: usize>(
         block: &Block<'_, f32>,
         init: Option<&[f32]>,
+        activation: Activation,
         out: &mut [f32],
     ) {
         for panel in 0..block.n.div_ceil(PANEL) {
@@ -680,7 +727,7 @@ mod x86 {
                     ($($r:literal)*) => {
                         match rows {
                             // SAFETY: forwarded from the caller.
-                            $($r => unsafe { tile_256::<KB, $r>(block, init, out, p0, panel) },)*
+                            $($r => unsafe { tile_256::<KB, $r>(block, init, activation, out, p0, panel) },)*
                             _ => unreachable!("at most MR256 rows per tile"),
                         }
                     };
@@ -701,6 +748,7 @@ mod x86 {
     unsafe fn tile_256<const KB: usize, const MR: usize>(
         block: &Block<'_, f32>,
         init: Option<&[f32]>,
+        activation: Activation,
         out: &mut [f32],
         p0: usize,
         panel: usize,
@@ -736,10 +784,20 @@ mod x86 {
                     row[1] = _mm256_fmadd_ps(av, w1, row[1]);
                 }
             }
+            // As in `tile_512`.
+            let clip = if activation == Activation::None {
+                None
+            } else {
+                Some(Clip256::new(activation))
+            };
+            let clip = |v| match clip {
+                Some(clip) => clip.apply(v),
+                None => v,
+            };
             for (r, &[lo, hi]) in acc.iter().enumerate() {
                 let mut lanes = [0.0f32; PANEL];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), lo);
-                _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi);
+                _mm256_storeu_ps(lanes.as_mut_ptr(), clip(lo));
+                _mm256_storeu_ps(lanes.as_mut_ptr().add(8), clip(hi));
                 out[(p0 + r) * n + n0..][..width].copy_from_slice(&lanes[..width]);
             }
         }
@@ -749,6 +807,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::activate_value;
     use alloc::vec;
     use alloc::vec::Vec;
 
@@ -765,14 +824,16 @@ mod tests {
     }
 
     /// Every path, over pixel counts around the tile heights and output counts around the panel
-    /// width, against a plain triple loop; outputs start as NaN so an unwritten cell fails.
+    /// width, starting from a bias, zero or the outputs, with and without an activation, against
+    /// a plain triple loop; outputs start as NaN so an unwritten cell fails.
     fn check(kb: usize, k: usize, n: usize, k0: usize) {
         for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
             if !isa.is_supported() {
                 continue;
             }
             for pixels in [1, 5, 6, 7, 12, 13, 25, 49] {
-                let a = values(pixels * kb, 1);
+                // Sums past 6 and below 0, for both clips of `relu6`.
+                let a: Vec<f32> = values(pixels * kb, 1).iter().map(|v| v * 8.0).collect();
                 let w = values(k * n, 2);
                 let bias = values(n, 3);
                 let mut packed = vec![0.0; packed_len(k, n)];
@@ -786,13 +847,18 @@ mod tests {
                     n,
                     packed: &packed,
                 };
-                for init in [Some(&bias[..]), Some(&[][..]), None] {
+                let starts = [Some(&bias[..]), Some(&[][..]), None];
+                let activations = [Activation::None, Activation::Relu, Activation::Relu6];
+                let cases = starts
+                    .into_iter()
+                    .flat_map(|init| activations.map(move |activation| (init, activation)));
+                for (init, activation) in cases {
                     let prior = values(pixels * n, 4);
                     let mut out = match init {
                         None => prior.clone(),
                         Some(_) => vec![f32::NAN; pixels * n],
                     };
-                    pointwise_block(isa, &block, init, &mut out);
+                    pointwise_block(isa, &block, init, activation, &mut out);
                     for p in 0..pixels {
                         for o in 0..n {
                             let mut expected = match init {
@@ -803,10 +869,11 @@ mod tests {
                             for kk in 0..kb {
                                 expected += a[p * kb + kk] * w[(k0 + kk) * n + o];
                             }
+                            let expected = activate_value(activation, expected);
                             let got = out[p * n + o];
                             assert!(
                                 (got - expected).abs() <= 1e-4 * expected.abs().max(1.0),
-                                "{isa:?} pixels {pixels} kb {kb} k {k} n {n} at ({p}, {o}): {got} vs {expected}"
+                                "{isa:?} {activation:?} pixels {pixels} kb {kb} k {k} n {n} at ({p}, {o}): {got} vs {expected}"
                             );
                         }
                     }
@@ -848,7 +915,45 @@ mod tests {
             n: 1,
             packed: &packed,
         };
-        pointwise_block(Isa::Portable, &block, None, &mut out);
+        pointwise_block(Isa::Portable, &block, None, Activation::None, &mut out);
+    }
+
+    /// A NaN among the depthwise outputs reaches every output of its pixel through the
+    /// activation, on every path, while the sums around it clip to zero.
+    #[test]
+    fn nan_survives_the_activation() {
+        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+            if !isa.is_supported() {
+                continue;
+            }
+            for (kb, n) in [(16, 32), (17, 33), (64, 20)] {
+                let pixels = 13;
+                let mut a = vec![1.0f32; pixels * kb];
+                a[5 * kb + 3] = f32::NAN;
+                let mut packed = vec![0.0; packed_len(kb, n)];
+                pack(&vec![-1.0; kb * n], kb, n, &mut packed);
+                let block = Block {
+                    a: &a,
+                    pixels,
+                    k0: 0,
+                    kb,
+                    k: kb,
+                    n,
+                    packed: &packed,
+                };
+                for activation in [Activation::Relu, Activation::Relu6] {
+                    let mut out = vec![1.0f32; pixels * n];
+                    pointwise_block(isa, &block, Some(&[]), activation, &mut out);
+                    for (i, &v) in out.iter().enumerate() {
+                        if i / n == 5 {
+                            assert!(v.is_nan(), "{isa:?} {activation:?} output {i}: {v}");
+                        } else {
+                            assert_eq!(v, 0.0, "{isa:?} {activation:?} output {i}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

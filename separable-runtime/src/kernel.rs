@@ -52,6 +52,17 @@ pub fn activate_slice<T: Element>(activation: Activation, values: &mut [T]) {
     }
 }
 
+/// `activation` of one value; see [`activate`]. The kernels' tests compute what to expect
+/// with it.
+#[cfg(test)]
+pub(crate) fn activate_value<T: Element>(activation: Activation, v: T) -> T {
+    match activation {
+        Activation::None => v,
+        Activation::Relu => relu(v),
+        Activation::Relu6 => relu6(v),
+    }
+}
+
 /// `max(v, 0)`, keeping NaN.
 #[inline(always)]
 fn relu<T: Element>(v: T) -> T {
@@ -107,6 +118,80 @@ pub fn channels_mut<T, const C: usize, const B: usize>(
 #[inline(always)]
 pub fn activate<T: Element, const C: usize>(activation: Activation, acc: &mut [T; C]) {
     activate_slice(activation, acc);
+}
+
+/// The activation on the vectors of the x86 pointwise microkernels, applied to their sums
+/// before the store, as the clip `min(hi, max(lo, v))` with bounds from the activation: the
+/// same results as [`activate`], NaN and `-0.0` included, since `max(lo, v)` and `min(hi, v)`
+/// return their second operand when either is NaN or the two are equal, as `relu` and `relu6`
+/// return `v`. `relu` and `relu6` share one copy of the stores (a `match` in them made three).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use core::arch::x86_64::{
+        __m256, __m512, _mm256_max_ps, _mm256_min_ps, _mm256_set1_ps, _mm512_max_ps, _mm512_min_ps,
+        _mm512_set1_ps,
+    };
+
+    use separable_shape::Activation;
+
+    /// `[lo, hi]` of the clip that is `activation` (infinite where it does not clip).
+    fn bounds(activation: Activation) -> [f32; 2] {
+        match activation {
+            Activation::None => [f32::NEG_INFINITY, f32::INFINITY],
+            Activation::Relu => [0.0, f32::INFINITY],
+            Activation::Relu6 => [0.0, 6.0],
+        }
+    }
+
+    /// An activation on 16 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Clip512 {
+        lo: __m512,
+        hi: __m512,
+    }
+
+    impl Clip512 {
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        pub(crate) fn new(activation: Activation) -> Self {
+            let [lo, hi] = bounds(activation);
+            Clip512 {
+                lo: _mm512_set1_ps(lo),
+                hi: _mm512_set1_ps(hi),
+            }
+        }
+
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        pub(crate) fn apply(self, v: __m512) -> __m512 {
+            _mm512_min_ps(self.hi, _mm512_max_ps(self.lo, v))
+        }
+    }
+
+    /// An activation on 8 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Clip256 {
+        lo: __m256,
+        hi: __m256,
+    }
+
+    impl Clip256 {
+        #[target_feature(enable = "avx")]
+        #[inline]
+        pub(crate) fn new(activation: Activation) -> Self {
+            let [lo, hi] = bounds(activation);
+            Clip256 {
+                lo: _mm256_set1_ps(lo),
+                hi: _mm256_set1_ps(hi),
+            }
+        }
+
+        #[target_feature(enable = "avx")]
+        #[inline]
+        pub(crate) fn apply(self, v: __m256) -> __m256 {
+            _mm256_min_ps(self.hi, _mm256_max_ps(self.lo, v))
+        }
+    }
 }
 
 /// `A` aligned to a cache line (64 bytes), so vector loads of tensors and weights never
@@ -225,5 +310,62 @@ mod tests {
         activate(Activation::Relu, &mut a);
         assert!(a[0].is_nan());
         assert_eq!(&a[1..], &[0.0, 7.0]);
+    }
+
+    /// The vector activations of the x86 kernels give the scalar ones' bits on the values
+    /// where `max`/`min` instructions and comparisons can differ.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_activations_match_the_scalar_ones() {
+        use core::arch::x86_64::{
+            _mm256_loadu_ps, _mm256_storeu_ps, _mm512_loadu_ps, _mm512_storeu_ps,
+        };
+        let special = [
+            f32::NAN,
+            -f32::NAN,
+            -0.0,
+            0.0,
+            6.0,
+            6.000_001,
+            5.999_999,
+            -1.0e-45,
+            1.0e-45,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -3.5,
+            2.25,
+            100.0,
+            -100.0,
+            1.0,
+        ];
+        let bits = |v: &[f32]| -> alloc::vec::Vec<u32> { v.iter().map(|v| v.to_bits()).collect() };
+        for activation in [Activation::None, Activation::Relu, Activation::Relu6] {
+            let want: alloc::vec::Vec<f32> = special
+                .iter()
+                .map(|&v| activate_value(activation, v))
+                .collect();
+            if std::is_x86_feature_detected!("avx512f") {
+                let mut got = [0.0f32; 16];
+                // SAFETY: AVX-512F is available; both arrays hold 16 lanes.
+                unsafe {
+                    let v = _mm512_loadu_ps(special.as_ptr());
+                    let v = x86::Clip512::new(activation).apply(v);
+                    _mm512_storeu_ps(got.as_mut_ptr(), v);
+                }
+                assert_eq!(bits(&got), bits(&want), "{activation:?} (AVX-512)");
+            }
+            if std::is_x86_feature_detected!("avx") {
+                let mut got = [0.0f32; 16];
+                for half in 0..2 {
+                    // SAFETY: AVX is available; lanes `8 * half ..` of both arrays hold 8.
+                    unsafe {
+                        let v = _mm256_loadu_ps(special.as_ptr().add(8 * half));
+                        let v = x86::Clip256::new(activation).apply(v);
+                        _mm256_storeu_ps(got.as_mut_ptr().add(8 * half), v);
+                    }
+                }
+                assert_eq!(bits(&got), bits(&want), "{activation:?} (AVX)");
+            }
+        }
     }
 }

@@ -29,7 +29,6 @@ mod layer;
 #[cfg(feature = "ndarray")]
 mod ndarray_interop;
 mod parallel;
-pub mod passes;
 pub mod planar;
 #[cfg(feature = "alloc")]
 pub mod reference;

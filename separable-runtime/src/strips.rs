@@ -5,14 +5,13 @@
 //! A layer's sizes arrive as a [`StripPlan`] constant that `separable_conv!` writes from its
 //! shape arithmetic; the loops themselves are compiled here, once per element type, so that a
 //! generated layer costs its user's build only a few calls. Their work is in the kernels they
-//! call ([`crate::dw`], [`crate::gemm`], [`crate::passes`]), which are compiled for literal sizes
-//! where those pay.
+//! call ([`crate::dw`], [`crate::gemm`]), which are compiled for literal sizes where those pay
+//! and apply the activations to the sums before storing them.
 
 use separable_shape::Activation;
 
 use crate::dw::{self, DepthwiseKernels, Geometry};
 use crate::gemm::{self, Block, Isa, Microkernels};
-use crate::passes::{self, Passes};
 
 /// How a layer's output is cut into strips of rows and blocks of channels, and where its
 /// windows lie wholly inside the input. Generated code writes one as a constant.
@@ -83,7 +82,7 @@ impl StripPlan {
 ///
 /// Every method panics if `isa` is not supported by this CPU, or a buffer or the plan does not
 /// match the layer (generated code never does this).
-pub trait StripLoops: DepthwiseKernels + Microkernels + Passes {
+pub trait StripLoops: DepthwiseKernels + Microkernels {
     /// Both stages for strip `strip`, the output rows from `strip * rows` that `out` holds: per
     /// channel block, the strip's depthwise output goes to `scratch`, and the pointwise
     /// microkernel adds its contribution to `out`. Strips are independent, so threads can share
@@ -226,7 +225,8 @@ fn forward_strip_loop<T: StripLoops>(
     );
     let pixels = (r1 - r0) * ow;
     let bias = weights.pointwise_bias.unwrap_or(&[]);
-    for kb in 0..cm / kc {
+    let blocks = cm / kc;
+    for kb in 0..blocks {
         let strip = &mut scratch[..pixels * kc];
         depthwise_block(isa, plan, weights, x, r0, kb, strip);
         let block = Block {
@@ -238,9 +238,14 @@ fn forward_strip_loop<T: StripLoops>(
             n,
             packed: weights.pointwise,
         };
-        gemm::pointwise_block(isa, &block, (kb == 0).then_some(bias), out);
+        // The activation with the last block's sums, in registers.
+        let activation = if kb + 1 == blocks {
+            plan.activations[1]
+        } else {
+            Activation::None
+        };
+        gemm::pointwise_block(isa, &block, (kb == 0).then_some(bias), activation, out);
     }
-    passes::activate_all(isa, plan.activations[1], out);
 }
 
 fn depthwise_loop<T: StripLoops>(
@@ -264,10 +269,7 @@ fn depthwise_loop<T: StripLoops>(
     let [oh, ow, _] = plan.output;
     let cm = plan.depthwise_channels();
     assert_eq!(Some(out.len()), oh.checked_mul(ow * cm), "output length");
-    // A strip at a time, so that the activation pass finds the rows still in cache.
-    for (strip, rows) in out.chunks_mut(plan.rows * ow * cm).enumerate() {
-        depthwise_block(isa, &plan, weights, x, strip * plan.rows, 0, rows);
-    }
+    depthwise_block(isa, &plan, weights, x, 0, 0, out);
 }
 
 fn pointwise_loop<T: StripLoops>(
@@ -295,8 +297,7 @@ fn pointwise_loop<T: StripLoops>(
             packed: weights.pointwise,
         };
         let out = &mut out[r0 * ow * n..r1 * ow * n];
-        gemm::pointwise_block(isa, &block, Some(bias), out);
-        passes::activate_all(isa, plan.activations[1], out);
+        gemm::pointwise_block(isa, &block, Some(bias), plan.activations[1], out);
     }
 }
 
@@ -316,6 +317,7 @@ fn depthwise_block<T: StripLoops>(
     let depthwise = dw::DepthwiseWeights {
         taps: weights.depthwise,
         bias: weights.depthwise_bias,
+        activation: plan.activations[0],
     };
     for (i, pixels) in out.chunks_exact_mut(plan.output[1] * g.block).enumerate() {
         let row = dw::Row {
@@ -325,7 +327,6 @@ fn depthwise_block<T: StripLoops>(
         };
         dw::depthwise_row(isa, g, x, &depthwise, &row, pixels);
     }
-    passes::activate_all(isa, plan.activations[0], out);
 }
 
 /// `StripLoops` for one element type: the generic loops, compiled here.
