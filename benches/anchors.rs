@@ -8,10 +8,14 @@
 //! `[3][3][C]`, wpw `[C][OUT]`, references `ydw` and `y`). Prints
 //! `anchor,layer,part,median_us,min_us,gflops` rows on stdout (part = dw | pw | full, and with
 //! the `rayon` feature and more than one core, parallel: `forward_into_parallel` on every core),
-//! and the largest error against the references on stderr. Timing: warm-up `WARM_S` (0.15 s),
-//! then per-call times for `MEAS_S` (0.5 s) and at least `MIN_ITER` (15) calls; median and min.
+//! and the largest error against the references on stderr (stopping if it is above 1e-4 of
+//! the largest reference value, the harness's bound for its anchors). Timing: warm-up `WARM_S`
+//! (0.15 s), then per-call times for `MEAS_S` (0.5 s) and at least `MIN_ITER` (15) calls;
+//! median and min.
 //! `ISA=avx512|avx2|portable` forces one instruction set (default: the one `Isa::detect`
 //! picks), so the paths a CPU without AVX-512 would run can be timed in the same session.
+//! `ACTIVATION=relu6` times the same layers declared with `activation: relu6`, against the
+//! references `<layer>_{ydw,y}_relu6.bin` that `scripts/activation_anchors.py` writes.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -26,6 +30,16 @@ separable_conv! { struct Mb3 { input: 56 x 56 x 128, output: 128, padding: same 
 separable_conv! { struct Mb5 { input: 28 x 28 x 256, output: 256, padding: same } }
 separable_conv! { struct Mb7 { input: 14 x 14 x 512, output: 512, padding: same } }
 separable_conv! { struct Mb13 { input: 7 x 7 x 1024, output: 1024, padding: same } }
+
+separable_conv! { struct Seed6 { input: 5 x 5 x 3, output: 4, padding: same, activation: relu6 } }
+separable_conv! { struct Mb1x6 { input: 112 x 112 x 32, output: 64, padding: same, activation: relu6 } }
+separable_conv! {
+    struct Mb2x6 { input: 112 x 112 x 64, output: 128, stride: 2, padding: same, activation: relu6 }
+}
+separable_conv! { struct Mb3x6 { input: 56 x 56 x 128, output: 128, padding: same, activation: relu6 } }
+separable_conv! { struct Mb5x6 { input: 28 x 28 x 256, output: 256, padding: same, activation: relu6 } }
+separable_conv! { struct Mb7x6 { input: 14 x 14 x 512, output: 512, padding: same, activation: relu6 } }
+separable_conv! { struct Mb13x6 { input: 7 x 7 x 1024, output: 1024, padding: same, activation: relu6 } }
 
 struct Config {
     isa: Isa,
@@ -84,7 +98,9 @@ fn max_rel_error(got: &[f32], want: &[f32]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn bench<L>(name: &str, dir: &Path, tag: &str, config: &Config)
+/// Times layer `name` from the files in `dir`, its references those named with `refs` after
+/// `ydw` and `y` (`""`, or `"_relu6"` for the layers with that activation).
+fn bench<L>(name: &str, dir: &Path, tag: &str, refs: &str, config: &Config)
 where
     L: Layer<Elem = f32> + Forward,
 {
@@ -96,8 +112,8 @@ where
     let x = read_f32(&file("x"));
     let wdw = read_f32(&file("wdw"));
     let wpw = read_f32(&file("wpw"));
-    let ydw_ref = read_f32(&file("ydw"));
-    let y_ref = read_f32(&file("y"));
+    let ydw_ref = read_f32(&file(&format!("ydw{refs}")));
+    let y_ref = read_f32(&file(&format!("y{refs}")));
     assert_eq!(x.len(), h * w * c, "{name}: input size");
     let layer = L::from_hwc_weights(&wdw, &wpw);
     let isa = config.isa;
@@ -117,6 +133,11 @@ where
     let full_err = max_rel_error(L::output_slice(&output), &y_ref);
     eprintln!(
         "{anchor} {name}: max error / max |ref|: dw {dw_err:.2e}, pw {pw_err:.2e}, full {full_err:.2e}"
+    );
+    // The harness's bound for its anchors.
+    assert!(
+        dw_err.max(pw_err).max(full_err) <= 1e-4,
+        "{anchor} {name}: the outputs do not match the references"
     );
 
     let row = |part: &str, macs: usize, (median, min): (f64, f64)| {
@@ -215,7 +236,7 @@ macro_rules! forward {
         }
     )*};
 }
-forward!(Seed Mb1 Mb2 Mb3 Mb5 Mb7 Mb13);
+forward!(Seed Mb1 Mb2 Mb3 Mb5 Mb7 Mb13 Seed6 Mb1x6 Mb2x6 Mb3x6 Mb5x6 Mb7x6 Mb13x6);
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -244,11 +265,21 @@ fn main() {
     let layers = std::env::var("LAYERS").unwrap_or_default();
     let want = |name: &str| layers.is_empty() || layers.split([' ', ',']).any(|l| l == name);
     macro_rules! run {
-        ($($name:literal $layer:ident)*) => {$(
+        ($refs:literal: $($name:literal $layer:ident)*) => {$(
             if want($name) {
-                bench::<$layer>($name, &dir, &tag, &config);
+                bench::<$layer>($name, &dir, &tag, $refs, &config);
             }
         )*};
     }
-    run!("seed" Seed "mb1" Mb1 "mb2" Mb2 "mb3" Mb3 "mb5" Mb5 "mb7" Mb7 "mb13" Mb13);
+    match std::env::var("ACTIVATION").as_deref() {
+        Ok("relu6") => {
+            run!("_relu6": "seed" Seed6 "mb1" Mb1x6 "mb2" Mb2x6 "mb3" Mb3x6 "mb5" Mb5x6 "mb7" Mb7x6 "mb13" Mb13x6);
+        }
+        Ok(other) if !other.is_empty() && other != "none" => {
+            panic!("ACTIVATION={other}: expected relu6 or none")
+        }
+        _ => {
+            run!("": "seed" Seed "mb1" Mb1 "mb2" Mb2 "mb3" Mb3 "mb5" Mb5 "mb7" Mb7 "mb13" Mb13);
+        }
+    }
 }
