@@ -31,15 +31,29 @@ separable_conv! { struct Mb5 { input: 28 x 28 x 256, output: 256, padding: same 
 separable_conv! { struct Mb7 { input: 14 x 14 x 512, output: 512, padding: same } }
 separable_conv! { struct Mb13 { input: 7 x 7 x 1024, output: 1024, padding: same } }
 
-separable_conv! { struct Seed6 { input: 5 x 5 x 3, output: 4, padding: same, activation: relu6 } }
-separable_conv! { struct Mb1x6 { input: 112 x 112 x 32, output: 64, padding: same, activation: relu6 } }
 separable_conv! {
-    struct Mb2x6 { input: 112 x 112 x 64, output: 128, stride: 2, padding: same, activation: relu6 }
+    struct SeedRelu6 { input: 5 x 5 x 3, output: 4, padding: same, activation: relu6 }
 }
-separable_conv! { struct Mb3x6 { input: 56 x 56 x 128, output: 128, padding: same, activation: relu6 } }
-separable_conv! { struct Mb5x6 { input: 28 x 28 x 256, output: 256, padding: same, activation: relu6 } }
-separable_conv! { struct Mb7x6 { input: 14 x 14 x 512, output: 512, padding: same, activation: relu6 } }
-separable_conv! { struct Mb13x6 { input: 7 x 7 x 1024, output: 1024, padding: same, activation: relu6 } }
+separable_conv! {
+    struct Mb1Relu6 { input: 112 x 112 x 32, output: 64, padding: same, activation: relu6 }
+}
+separable_conv! {
+    struct Mb2Relu6 {
+        input: 112 x 112 x 64, output: 128, stride: 2, padding: same, activation: relu6
+    }
+}
+separable_conv! {
+    struct Mb3Relu6 { input: 56 x 56 x 128, output: 128, padding: same, activation: relu6 }
+}
+separable_conv! {
+    struct Mb5Relu6 { input: 28 x 28 x 256, output: 256, padding: same, activation: relu6 }
+}
+separable_conv! {
+    struct Mb7Relu6 { input: 14 x 14 x 512, output: 512, padding: same, activation: relu6 }
+}
+separable_conv! {
+    struct Mb13Relu6 { input: 7 x 7 x 1024, output: 1024, padding: same, activation: relu6 }
+}
 
 struct Config {
     isa: Isa,
@@ -236,7 +250,7 @@ macro_rules! forward {
         }
     )*};
 }
-forward!(Seed Mb1 Mb2 Mb3 Mb5 Mb7 Mb13 Seed6 Mb1x6 Mb2x6 Mb3x6 Mb5x6 Mb7x6 Mb13x6);
+forward!(Seed Mb1 Mb2 Mb3 Mb5 Mb7 Mb13 SeedRelu6 Mb1Relu6 Mb2Relu6 Mb3Relu6 Mb5Relu6 Mb7Relu6 Mb13Relu6);
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -273,7 +287,8 @@ fn main() {
     }
     match std::env::var("ACTIVATION").as_deref() {
         Ok("relu6") => {
-            run!("_relu6": "seed" Seed6 "mb1" Mb1x6 "mb2" Mb2x6 "mb3" Mb3x6 "mb5" Mb5x6 "mb7" Mb7x6 "mb13" Mb13x6);
+            run!("_relu6": "seed" SeedRelu6 "mb1" Mb1Relu6 "mb2" Mb2Relu6 "mb3" Mb3Relu6
+                "mb5" Mb5Relu6 "mb7" Mb7Relu6 "mb13" Mb13Relu6);
         }
         Ok(other) if !other.is_empty() && other != "none" => {
             panic!("ACTIVATION={other}: expected relu6 or none")

@@ -802,7 +802,6 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::activate_value;
     use alloc::vec;
     use alloc::vec::Vec;
 
@@ -919,7 +918,7 @@ mod tests {
                                 // Written, not added to: whatever `out` held is gone.
                                 let mut out = vec![f32::NAN; pixels * kc];
                                 depthwise_run(isa, &g, &x, &taps, &weights, &mut out);
-                                let want: Vec<f32> = (0..pixels)
+                                let mut want: Vec<f32> = (0..pixels)
                                     .flat_map(|p| {
                                         expected(
                                             &g,
@@ -929,8 +928,8 @@ mod tests {
                                             kb,
                                         )
                                     })
-                                    .map(|v| activate_value(activation, v))
                                     .collect();
+                                activate_slice(activation, &mut want);
                                 assert_eq!(
                                     out, want,
                                     "{isa:?} {g:?} {taps:?} {activation:?} pixels {pixels}"

@@ -807,7 +807,6 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::activate_value;
     use alloc::vec;
     use alloc::vec::Vec;
 
@@ -869,7 +868,9 @@ mod tests {
                             for kk in 0..kb {
                                 expected += a[p * kb + kk] * w[(k0 + kk) * n + o];
                             }
-                            let expected = activate_value(activation, expected);
+                            let mut expected = [expected];
+                            activate_slice(activation, &mut expected);
+                            let [expected] = expected;
                             let got = out[p * n + o];
                             assert!(
                                 (got - expected).abs() <= 1e-4 * expected.abs().max(1.0),

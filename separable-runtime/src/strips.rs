@@ -6,7 +6,7 @@
 //! shape arithmetic; the loops themselves are compiled here, once per element type, so that a
 //! generated layer costs its user's build only a few calls. Their work is in the kernels they
 //! call ([`crate::dw`], [`crate::gemm`]), which are compiled for literal sizes where those pay
-//! and apply the activations to the sums before storing them.
+//! and apply the activations while the outputs are in registers or L1.
 
 use separable_shape::Activation;
 
