@@ -278,14 +278,15 @@ fn depthwise_runs<
             plane[start..start + W].copy_from_slice(&values);
         }
     }
-    // `&`, not `&&`: no branch per weight, so the test vectorises.
-    #[allow(clippy::needless_bitwise_bool)]
+    // A short-circuiting test, not a branch-free fold: built with AVX-512 for the whole crate
+    // (`-C target-cpu=native`) the fold became a 512-bit reduction, and the seed's `forward`
+    // took 95-103 ns against 87-91 (80-94 for the default build).
     let finite = weights
         .depthwise
         .as_flattened()
         .as_flattened()
         .iter()
-        .fold(true, |all, &w| all & (w * T::ZERO == T::ZERO));
+        .all(|&w| w * T::ZERO == T::ZERO);
     let fused = fuses(isa);
     let mut runs = [[T::ZERO; L]; CM];
     for (k, run) in runs.iter_mut().enumerate() {
