@@ -596,11 +596,11 @@ grid! {
 
     // --- Several channel blocks and several strips. (channel blocks, strips) in the names'
     // comments; few output channels keep these fast.
-    // (2, 1): C·M = 320 > 256 in blocks of 160.
-    blocks_same_6x7x320 [strips] { input: 6 x 7 x 320, output: 3, padding: same }
-    // (2, 1): C·M = 96 · 3 = 288 in blocks of 48 · 3 = 144.
-    blocks_m3_same_5x9x96 [strips] {
-        input: 5 x 9 x 96, output: 3, padding: same, multiplier: 3
+    // (2, 2): C·M = 320 > 256 in blocks of 160 (two rows of all 320 would be 75 KiB).
+    blocks_same_6x30x320 [strips] { input: 6 x 30 x 320, output: 3, padding: same }
+    // (2, 2): C·M = 96 · 3 = 288 in blocks of 48 · 3 = 144.
+    blocks_m3_same_5x30x96 [strips] {
+        input: 5 x 30 x 96, output: 3, padding: same, multiplier: 3
     }
     // (1, 2): a prime channel count has no block between 64 and 256; 7 rows per strip.
     blocks_prime_same_8x8x257 [strips] { input: 8 x 8 x 257, output: 2, padding: same }
@@ -614,21 +614,21 @@ grid! {
     strips_s2_same_47x47x64 [strips] { input: 47 x 47 x 64, output: 3, stride: 2, padding: same }
     // (1, 4): one row of 66 x 256 f32 is over 64 KiB, so one row per strip.
     strips_rows1_same_4x66x256 [strips] { input: 4 x 66 x 256, output: 2, padding: same }
-    // (2, 3): 4 rows of 24 x 160 per strip.
-    strips_blocks_valid_12x26x320 [strips_all] { input: 12 x 26 x 320, output: 3 }
-    // (2, 2): stride 2, multiplier 3, blocks of 144, 9 rows per strip of 12.
-    strips_blocks_m3_s2_same_24x24x96 [strips] {
-        input: 24 x 24 x 96, output: 3, stride: 2, padding: same, multiplier: 3
+    // (2, 5): 2 rows of 38 x 160 per strip.
+    strips_blocks_valid_12x40x320 [strips_all] { input: 12 x 40 x 320, output: 3 }
+    // (2, 4): stride 2, multiplier 3, blocks of 144, 3 rows per strip of 12.
+    strips_blocks_m3_s2_same_24x60x96 [strips] {
+        input: 24 x 60 x 96, output: 3, stride: 2, padding: same, multiplier: 3
     }
     // (1, 5): f64 halves the rows per strip (5 of 24; f32 would take 10).
     strips_f64_same_24x24x64 [strips] { input: 24 x 24 x 64, output: 3, padding: same, dtype: f64 }
-    // (2, 3): f64, blocks of 160, 4 rows per strip.
-    strips_blocks_f64_same_10x12x320 [strips] {
-        input: 10 x 12 x 320, output: 2, padding: same, dilation: 2, dtype: f64
+    // (2, 4): f64, blocks of 160, 3 rows per strip.
+    strips_blocks_f64_same_10x16x320 [strips] {
+        input: 10 x 16 x 320, output: 2, padding: same, dilation: 2, dtype: f64
     }
-    // (3, 2): the depthwise bias and ReLU6 apply block by block; 7 rows per strip.
-    strips_blocks_both_relu6_10x9x768 [strips] {
-        input: 10 x 9 x 768, output: 3, padding: same, bias: both, activation: relu6
+    // (3, 5): the depthwise bias and ReLU6 apply block by block; 2 rows per strip.
+    strips_blocks_both_relu6_10x24x768 [strips] {
+        input: 10 x 24 x 768, output: 3, padding: same, bias: both, activation: relu6
     }
 }
 
@@ -801,19 +801,19 @@ fn grid_covers_strips_and_channel_blocks() {
     // Worked out by hand from the rule: (entry, depthwise channels per block, output rows per
     // strip, channel blocks, strips).
     for (name, channels, rows, blocks, strips) in [
-        ("blocks_same_6x7x320", 160, 6, 2, 1),
-        ("blocks_m3_same_5x9x96", 144, 5, 2, 1),
+        ("blocks_same_6x30x320", 160, 3, 2, 2),
+        ("blocks_m3_same_5x30x96", 144, 3, 2, 2),
         ("blocks_prime_same_8x8x257", 257, 7, 1, 2),
         ("blocks_256_same_9x8x256", 256, 8, 1, 2),
         ("blocks_in1x80_same_c320", 160, 1, 2, 1),
         ("strips_same_40x40x32", 32, 12, 1, 4),
         ("strips_s2_same_47x47x64", 64, 10, 1, 3),
         ("strips_rows1_same_4x66x256", 256, 1, 1, 4),
-        ("strips_blocks_valid_12x26x320", 160, 4, 2, 3),
-        ("strips_blocks_m3_s2_same_24x24x96", 144, 9, 2, 2),
+        ("strips_blocks_valid_12x40x320", 160, 2, 2, 5),
+        ("strips_blocks_m3_s2_same_24x60x96", 144, 3, 2, 4),
         ("strips_f64_same_24x24x64", 64, 5, 1, 5),
-        ("strips_blocks_f64_same_10x12x320", 160, 4, 2, 3),
-        ("strips_blocks_both_relu6_10x9x768", 256, 7, 3, 2),
+        ("strips_blocks_f64_same_10x16x320", 160, 3, 2, 4),
+        ("strips_blocks_both_relu6_10x24x768", 256, 2, 3, 5),
     ] {
         let e = entry(name);
         let shape = e.spec.shape().unwrap();
@@ -821,7 +821,7 @@ fn grid_covers_strips_and_channel_blocks() {
         let layout = (e.layout)();
         assert_eq!(
             (
-                common::channel_block(e.spec.input[2], e.spec.multiplier),
+                common::channel_block(&e.spec, output, common::elem_bytes(e.dtype)),
                 common::strip_rows(output, channels, common::elem_bytes(e.dtype)),
                 layout.channel_blocks(),
                 layout.strips(),
@@ -893,7 +893,7 @@ fn grid_covers_strips_and_channel_blocks() {
     has("a last strip shorter than the others", &|e, l| {
         let shape = e.spec.shape().unwrap();
         let output = [shape.rows.output, shape.cols.output];
-        let channels = common::channel_block(e.spec.input[2], e.spec.multiplier);
+        let channels = common::channel_block(&e.spec, output, common::elem_bytes(e.dtype));
         let rows = common::strip_rows(output, channels, common::elem_bytes(e.dtype));
         l.strips() > 1 && output[0] % rows != 0
     });
@@ -967,7 +967,7 @@ fn relu6_clips_at_zero_and_six_channel_blocks() {
     separable_conv! {
         #[allow(dead_code)]
         struct Clip {
-            input: 6 x 7 x 320, output: 16, padding: same, bias: both, activation: relu6,
+            input: 6 x 16 x 320, output: 16, padding: same, bias: both, activation: relu6,
             dtype: f64,
         }
     }
@@ -1111,13 +1111,13 @@ fn nan_propagates_to_covering_positions_9x9_window() {
     );
 }
 
-/// Two strips of 8 and 6 rows and two blocks of 160 channels: NaNs on the rows either side of
-/// the strip boundary (windows that straddle it) and on the first and last channel of each block.
+/// Two strips of 3 rows and two blocks of 160 channels: NaNs on the rows either side of the
+/// strip boundary (windows that straddle it) and on the first and last channel of each block.
 #[test]
 fn nan_propagates_to_covering_positions_strips_and_channel_blocks() {
     separable_conv! {
         #[allow(dead_code)]
-        struct Nan { input: 14 x 12 x 320, output: 2, padding: same }
+        struct Nan { input: 6 x 26 x 320, output: 2, padding: same }
     }
     let layout = Layout::of::<Nan>();
     assert_eq!(
@@ -1125,16 +1125,16 @@ fn nan_propagates_to_covering_positions_strips_and_channel_blocks() {
         (2, 2),
         "{layout:?}"
     );
-    assert_eq!(common::strip_rows([14, 12], 160, 4), 8);
+    assert_eq!(common::strip_rows([6, 26], 160, 4), 3);
     check_nan::<Nan>(
         "nan_strips_and_blocks",
         &[
-            (7, 0, 0),
-            (8, 11, 159),
-            (7, 5, 160),
-            (8, 6, 319),
+            (2, 0, 0),
+            (3, 25, 159),
+            (2, 5, 160),
+            (3, 6, 319),
             (0, 0, 319),
-            (13, 11, 160),
+            (5, 25, 160),
         ],
     );
 }

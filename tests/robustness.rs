@@ -62,7 +62,7 @@ separable_conv! {
 
 separable_conv! {
     /// Two strips of rows and two blocks of 160 channels.
-    struct Blocks { input: 14 x 12 x 320, output: 18, padding: same, bias: pointwise }
+    struct Blocks { input: 6 x 26 x 320, output: 18, padding: same, bias: pointwise }
 }
 
 separable_conv! {

@@ -195,8 +195,11 @@ pub(crate) struct Strips {
 
 /// Stack bytes for one strip's depthwise output.
 pub(crate) const SCRATCH_BYTES: usize = 64 * 1024;
-/// Largest channel block; wider layers are split so a strip keeps several rows.
+/// Largest channel block of the first choice; wider layers are split so a strip keeps several
+/// rows.
 pub(crate) const MAX_CHANNEL_BLOCK: usize = 256;
+/// Rows a strip of a widened channel block must still hold (see [`Strips::new`]).
+pub(crate) const WIDE_BLOCK_ROWS: usize = 2;
 
 impl Strips {
     /// Elements of the scratch buffer of one strip's depthwise output, a channel block of
@@ -214,6 +217,10 @@ impl Strips {
 
     /// Channel blocks are `d·M` for a divisor `d` of `C`, the largest up to
     /// [`MAX_CHANNEL_BLOCK`]; all of `C·M` when that fits or when no divisor gives at least 64.
+    /// A wider block replaces that one if [`WIDE_BLOCK_ROWS`] rows of it (or all rows, if
+    /// fewer) still fit in [`SCRATCH_BYTES`]: the pointwise stage loads and stores every partial
+    /// output sum once per block, and on 7 x 7 x 1024 -> 1024 four blocks of 256 took 6 % longer
+    /// than one of 1024 in strips of 2 rows (AMD Zen 4).
     pub(crate) fn new(
         spec: &LayerSpec,
         output_cols: usize,
@@ -222,7 +229,7 @@ impl Strips {
     ) -> Strips {
         let (c, m) = (spec.input[2], spec.multiplier);
         let all = c * m;
-        let channels = if all <= MAX_CHANNEL_BLOCK {
+        let first = if all <= MAX_CHANNEL_BLOCK {
             all
         } else {
             let best = (1..=c.min(MAX_CHANNEL_BLOCK))
@@ -231,6 +238,19 @@ impl Strips {
                 .map_or(0, |d| d * m);
             if best >= 64 { best } else { all }
         };
+        let wide_rows = output_rows.clamp(1, WIDE_BLOCK_ROWS);
+        let widest = (1..=c)
+            .rev()
+            .filter(|d| c % d == 0)
+            .map(|d| d * m)
+            .find(|&kc| {
+                wide_rows
+                    .saturating_mul(output_cols)
+                    .saturating_mul(kc)
+                    .saturating_mul(elem_bytes)
+                    <= SCRATCH_BYTES
+            });
+        let channels = widest.map_or(first, |widest| widest.max(first));
         let row_bytes = output_cols
             .saturating_mul(channels)
             .saturating_mul(elem_bytes)
@@ -445,15 +465,15 @@ mod tests {
         assert_eq!(p.forward_scratch(&spec), 32);
     }
 
-    /// The strips of the MobileNet v1 shapes: channel blocks of at most 256, strips of at most
-    /// 64 KiB of `f32`, whole images for the 7 x 7 layer.
+    /// The strips of the MobileNet v1 shapes: strips of at most 64 KiB of `f32`, every channel
+    /// in one block, since two rows of every channel fit.
     #[test]
     fn mobilenet_strips() {
         for (input, output, rows, channels) in [
             ([56, 56, 128], 128, 2, 128),
             ([28, 28, 256], 256, 2, 256),
-            ([14, 14, 512], 512, 4, 256),
-            ([7, 7, 1024], 1024, 7, 256),
+            ([14, 14, 512], 512, 2, 512),
+            ([7, 7, 1024], 1024, 2, 1024),
         ] {
             let spec = LayerSpec::new(input, output).with_padding(Padding::Same);
             let Depthwise::InteriorBorder { strips, .. } = plan(spec).depthwise else {
@@ -471,8 +491,72 @@ mod tests {
             }
         );
         // Multipliers keep whole groups in a block.
-        let spec = LayerSpec::new([8, 8, 96], 4).with_multiplier(3);
-        assert_eq!(Strips::new(&spec, 8, 8, 4).channels, 144);
+        let spec = LayerSpec::new([8, 30, 96], 4).with_multiplier(3);
+        assert_eq!(Strips::new(&spec, 30, 8, 4).channels, 144);
+    }
+
+    /// Blocks widen past 256 channels only while a strip keeps two rows (one if the output has
+    /// one), and never narrow.
+    #[test]
+    fn channel_blocks_widen_while_two_rows_fit() {
+        let strips = |input: [usize; 3], dtype_bytes| {
+            let spec = LayerSpec::new(input, 4).with_padding(Padding::Same);
+            Strips::new(&spec, input[1], input[0], dtype_bytes)
+        };
+        // Two rows of 9 x 768 f32 are 54 KiB: one block; 7 rows of 7 x 320.
+        assert_eq!(
+            strips([10, 9, 768], 4),
+            Strips {
+                rows: 2,
+                channels: 768
+            }
+        );
+        assert_eq!(
+            strips([7, 7, 320], 4),
+            Strips {
+                rows: 7,
+                channels: 320
+            }
+        );
+        // Two rows of 24 x 768 f32 are 144 KiB, of 24 x 384 72 KiB: blocks of 256, 2 rows.
+        assert_eq!(
+            strips([10, 24, 768], 4),
+            Strips {
+                rows: 2,
+                channels: 256
+            }
+        );
+        // f64 rows are twice as wide: two rows of 9 x 768 f64 do not fit, of 9 x 384 do.
+        assert_eq!(
+            strips([10, 9, 768], 8),
+            Strips {
+                rows: 2,
+                channels: 384
+            }
+        );
+        // A single output row needs room for one row only.
+        assert_eq!(
+            strips([1, 80, 320], 4),
+            Strips {
+                rows: 1,
+                channels: 160
+            }
+        );
+        assert_eq!(
+            strips([1, 40, 320], 4),
+            Strips {
+                rows: 1,
+                channels: 320
+            }
+        );
+        // A row wider than the scratch keeps the first choice (one row of 66 x 256).
+        assert_eq!(
+            strips([4, 66, 256], 4),
+            Strips {
+                rows: 1,
+                channels: 256
+            }
+        );
     }
 
     #[test]

@@ -170,6 +170,8 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 const MAX_CHANNEL_BLOCK: usize = 256;
 /// Smallest channel block worth splitting `C·M` into.
 const MIN_CHANNEL_BLOCK: usize = 64;
+/// Rows a strip of a block wider than the first choice must hold.
+const WIDE_BLOCK_ROWS: usize = 2;
 
 /// How `separable_conv!` lays out a layer, recomputed here from the rule documented in
 /// `separable-macros/src/plan.rs` (not from the macro's code).
@@ -180,7 +182,8 @@ const MIN_CHANNEL_BLOCK: usize = 64;
 /// unrolled position by position. Any other layer runs in strips: the depthwise output of
 /// `rows` output rows and `channels` depthwise channels at a time goes to a scratch buffer that
 /// the pointwise microkernel reads. `channels` is all of `C·M` when that is at most 256, else the
-/// largest `d·M` with `d` dividing `C` and `d·M <= 256` if that is at least 64, else all of `C·M`.
+/// largest `d·M` with `d` dividing `C` and `d·M <= 256` if that is at least 64, else all of `C·M`;
+/// but the largest `d·M` of which `min(2, OH)` rows fit in 65536 bytes when that is wider.
 /// `rows` is `65536 / (OW * channels * bytes per element)` clamped to `1..=OH`. Within a strip,
 /// each row's interior run (columns whose whole window is inside the input) goes to the
 /// depthwise row microkernel and the border positions to a rolled loop.
@@ -203,19 +206,29 @@ pub(crate) enum Layout {
     },
 }
 
-/// The depthwise channels per block for `c` input channels and multiplier `m`.
+/// The depthwise channels per block of `spec` for `output` = `[OH, OW]` and elements of
+/// `elem_bytes` bytes.
 #[must_use]
-pub(crate) fn channel_block(c: usize, m: usize) -> usize {
+pub(crate) fn channel_block(spec: &LayerSpec, output: [usize; 2], elem_bytes: usize) -> usize {
+    let (c, m) = (spec.input[2], spec.multiplier);
     let all = c * m;
-    if all <= MAX_CHANNEL_BLOCK {
-        return all;
-    }
-    let best = (1..=c)
-        .filter(|&d| c.is_multiple_of(d) && d * m <= MAX_CHANNEL_BLOCK)
-        .map(|d| d * m)
+    let blocks = (1..=c).filter(|&d| c.is_multiple_of(d)).map(|d| d * m);
+    let first = if all <= MAX_CHANNEL_BLOCK {
+        all
+    } else {
+        let best = blocks
+            .clone()
+            .filter(|&kc| kc <= MAX_CHANNEL_BLOCK)
+            .max()
+            .unwrap_or(0);
+        if best >= MIN_CHANNEL_BLOCK { best } else { all }
+    };
+    let rows = output[0].clamp(1, WIDE_BLOCK_ROWS);
+    let widest = blocks
+        .filter(|&kc| rows * output[1] * kc * elem_bytes <= SCRATCH_BYTES)
         .max()
         .unwrap_or(0);
-    if best >= MIN_CHANNEL_BLOCK { best } else { all }
+    first.max(widest)
 }
 
 /// The output rows per strip for `output` = `[OH, OW]`, `channels` per block and elements of
@@ -305,7 +318,7 @@ impl Layout {
             };
         }
         let all = spec.input[2] * spec.multiplier;
-        let channels = channel_block(spec.input[2], spec.multiplier);
+        let channels = channel_block(spec, output, elem_bytes(dtype));
         assert_eq!(all % channels, 0, "{channels} does not divide {all}");
         let rows = strip_rows(output, channels, elem_bytes(dtype));
         Layout::Strips {
