@@ -499,64 +499,28 @@ mod tests {
     /// one), and never narrow.
     #[test]
     fn channel_blocks_widen_while_two_rows_fit() {
-        let strips = |input: [usize; 3], dtype_bytes| {
+        // (input, bytes per element, rows, channels)
+        for (input, bytes, rows, channels) in [
+            // Two rows of 9 x 768 f32 are 54 KiB: one block; 7 rows of 7 x 320.
+            ([10, 9, 768], 4, 2, 768),
+            ([7, 7, 320], 4, 7, 320),
+            // Two rows of 24 x 768 f32 are 144 KiB, of 24 x 384 72 KiB: blocks of 256.
+            ([10, 24, 768], 4, 2, 256),
+            // f64 rows are twice as wide: two rows of 9 x 768 f64 do not fit, of 9 x 384 do.
+            ([10, 9, 768], 8, 2, 384),
+            // A single output row needs room for one row only.
+            ([1, 80, 320], 4, 1, 160),
+            ([1, 40, 320], 4, 1, 320),
+            // A row wider than the scratch keeps the first choice (one row of 66 x 256).
+            ([4, 66, 256], 4, 1, 256),
+        ] {
             let spec = LayerSpec::new(input, 4).with_padding(Padding::Same);
-            Strips::new(&spec, input[1], input[0], dtype_bytes)
-        };
-        // Two rows of 9 x 768 f32 are 54 KiB: one block; 7 rows of 7 x 320.
-        assert_eq!(
-            strips([10, 9, 768], 4),
-            Strips {
-                rows: 2,
-                channels: 768
-            }
-        );
-        assert_eq!(
-            strips([7, 7, 320], 4),
-            Strips {
-                rows: 7,
-                channels: 320
-            }
-        );
-        // Two rows of 24 x 768 f32 are 144 KiB, of 24 x 384 72 KiB: blocks of 256, 2 rows.
-        assert_eq!(
-            strips([10, 24, 768], 4),
-            Strips {
-                rows: 2,
-                channels: 256
-            }
-        );
-        // f64 rows are twice as wide: two rows of 9 x 768 f64 do not fit, of 9 x 384 do.
-        assert_eq!(
-            strips([10, 9, 768], 8),
-            Strips {
-                rows: 2,
-                channels: 384
-            }
-        );
-        // A single output row needs room for one row only.
-        assert_eq!(
-            strips([1, 80, 320], 4),
-            Strips {
-                rows: 1,
-                channels: 160
-            }
-        );
-        assert_eq!(
-            strips([1, 40, 320], 4),
-            Strips {
-                rows: 1,
-                channels: 320
-            }
-        );
-        // A row wider than the scratch keeps the first choice (one row of 66 x 256).
-        assert_eq!(
-            strips([4, 66, 256], 4),
-            Strips {
-                rows: 1,
-                channels: 256
-            }
-        );
+            assert_eq!(
+                Strips::new(&spec, input[1], input[0], bytes),
+                Strips { rows, channels },
+                "{input:?} of {bytes}-byte elements"
+            );
+        }
     }
 
     #[test]
